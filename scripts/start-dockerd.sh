@@ -22,8 +22,9 @@ fi
 
 # A daemon that is still starting owns its pid file; starting a second one would fail on it.
 pidfile=/var/run/docker.pid
-if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "dockerd (pid $(cat "$pidfile")) is starting; waiting for it"
+pid=$(cat "$pidfile" 2>/dev/null || true)
+if [[ -n $pid ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == dockerd ]]; then
+    echo "dockerd (pid $pid) is starting; waiting for it"
 else
     mkdir -p "$(dirname "$log")"
     echo "starting dockerd (log: $log)"
