@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from service import errors, jobfiles, jobparams
+from service.retrain import effective_params
 from training.rnn import OPTIMIZERS
 
 
@@ -53,7 +54,7 @@ class JobManager:
             job_fd = jobfiles.try_lock(jobfiles.job_lock_path(self.root, job_id))
             if job_fd is None:  # an id collision: practically impossible, never silent
                 raise errors.Conflict("job id collision; try again")
-            record = self._new_record(job_id, checked)
+            record = self._new_record(job_id, effective_params(checked))
             jobfiles.write_record(self.root, record)
             self._spawn(record, train_fd, job_fd)
             return record

@@ -74,6 +74,12 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
     return preset("default", **{k: v for k, v in params.items() if k in fields})
 
 
+def effective_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Everything the job will train with, so its record shows the defaults it got too."""
+    return {**dataclasses.asdict(train_config(params)),
+            "activate": bool(params.get("activate", True))}
+
+
 def run(job: Job, min_accuracy: float) -> tuple[str, dict[str, Any]]:
     """Train, save, gate promotion; return the terminal status and the fields to record."""
     params = job.record.get("params") or {}
@@ -81,7 +87,7 @@ def run(job: Job, min_accuracy: float) -> tuple[str, dict[str, Any]]:
     try:
         config = train_config(params)
         job.save(status="running", pid=os.getpid(), started_at=jobfiles.utc_now(),
-                 params={**dataclasses.asdict(config), "activate": activate})
+                 params=effective_params(params))
         version, record, promoted = train_and_save(
             config, ModelStore(job.root), activate=activate, min_accuracy=min_accuracy,
             on_progress=job.progress,

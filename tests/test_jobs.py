@@ -269,6 +269,9 @@ def test_real_retrain_end_to_end(root: Path) -> None:
     manager = JobManager(root, min_accuracy=0.0)
     job = manager.submit({"hidden_size": 8, "max_steps": 30, "batch_size": 16, "seed": 3})
     assert job["status"] == "queued"
+    assert job["params"]["optimizer"] == "adam", "defaults are recorded too"
+    assert job["params"]["activate"] is True
+    assert jobfiles.read_record(root, job["id"])["params"] == job["params"]
     done = wait_terminal(manager, job["id"])
     assert done["status"] == "succeeded", done
     version = done["model_version"]
