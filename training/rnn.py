@@ -70,19 +70,21 @@ def forward(params: Params, x: np.ndarray) -> dict[str, np.ndarray]:
     """Run all steps for a batch x [T, N, 2]; cache h [T+1, N, H] and p [T, N] for backward."""
     steps, n, _ = x.shape
     w_i, w_h, w_o = params["w_i"], params["w_h"], params["w_o"]
-    h = np.zeros((steps + 1, n, hidden_size(params)))
+    # sigmoid(z) = (1 + tanh(z/2)) / 2, so iterate u_t = tanh(z_t / 2) with h_t = (1 + u_t) / 2:
+    # z_t / 2 = (w_h / 4) u_{t-1} + (w_h 1 / 4 + (w_i x_t + b_h) / 2), one matmul, add, tanh a step.
     drive = x @ w_i.T  # input contribution at every step at once: [T, N, H]
     if "b_h" in params:
         drive += params["b_h"]
-    w_h_t = w_h.T
+    drive *= 0.5
+    drive += 0.25 * w_h.sum(axis=1)
+    recur = 0.25 * w_h.T
+    u = np.empty((steps + 1, n, hidden_size(params)))
+    u[0] = -1.0  # h_0 = 0
     for t in range(steps):
-        z = h[t + 1]  # z_t = w_h h_{t-1} + w_i x_t + b_h, turned into h_t in place
-        np.matmul(h[t], w_h_t, out=z)
-        z += drive[t]
-        z *= 0.5
-        np.tanh(z, out=z)
-        z *= 0.5
-        z += 0.5  # sigmoid(z) = 1/2 + tanh(z/2)/2
+        np.matmul(u[t], recur, out=u[t + 1])
+        u[t + 1] += drive[t]
+        np.tanh(u[t + 1], out=u[t + 1])
+    h = 0.5 * (1.0 + u)
     o = h[1:] @ w_o[0]
     if "b_o" in params:
         o += params["b_o"][0]
@@ -110,7 +112,7 @@ def backward(params: Params, cache: dict[str, np.ndarray], y: np.ndarray) -> Par
     d_h = d_o[:, :, None] * w_o[0]  # dL/dh_t through the output at t: [T, N, H]
     d_sig = h[1:] * (1.0 - h[1:])  # h_t = sigmoid(z_t)
     for t in reversed(range(steps)):
-        d_z[t] = d_h[t] * d_sig[t]
+        np.multiply(d_h[t], d_sig[t], out=d_z[t])
         if t > 0:
             d_h[t - 1] += d_z[t] @ w_h  # ... and through the recurrence into h_{t-1}
     d_z_flat = d_z.reshape(-1, size)
@@ -184,7 +186,7 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam}
 
 
 def predict_bits(params: Params, a_bits: np.ndarray, b_bits: np.ndarray) -> np.ndarray:
-    """Predicted sum bits [T, N] (bool) by the textbook forward pass; the reference for Predictor."""
+    """Predicted sum bits [T, N] (bool) by the training forward pass."""
     x = np.stack([a_bits, b_bits], axis=-1).astype(np.float64)
     return forward(params, x)["p"] > 0.5
 
@@ -253,7 +255,9 @@ class Predictor:
         """Output bit of each hidden state."""
         return states @ self.out_w > -self.out_b
 
-    def _dense(self, u0: np.ndarray, a_bits: np.ndarray, b_bits: np.ndarray, out: np.ndarray) -> None:
+    def _dense(
+        self, u0: np.ndarray, a_bits: np.ndarray, b_bits: np.ndarray, out: np.ndarray
+    ) -> None:
         """Per-pair steps from hidden states u0, in cache-sized chunks, writing bits into out."""
         steps, n = a_bits.shape
         if steps == 0:
@@ -275,7 +279,9 @@ class Predictor:
                 np.matmul(u[:, :size], self.out_w, out=o)
                 np.greater(o, -self.out_b, out=out[t, start:stop])
 
-    def add(self, a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray, bits: int) -> list[int]:
+    def add(
+        self, a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray, bits: int
+    ) -> list[int]:
         """Predicted sums of pairs (a[i], b[i]) read over `bits` steps, as Python ints."""
         return decode(self.bits(encode(a, bits), encode(b, bits)))
 
