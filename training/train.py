@@ -179,12 +179,26 @@ def curve_png(history: list[dict[str, float]]) -> bytes | None:
         return None
     steps = [h["step"] for h in history]
     fig, left = plt.subplots(figsize=(7, 4))
-    left.plot(steps, [h["loss"] for h in history], color="tab:red", label="loss")
-    left.set_xlabel("step")
+    left.semilogy(steps, [h["loss"] for h in history], color="tab:red")
+    left.set_xlabel("update")
     left.set_ylabel("loss (1/2 squared error per pair)", color="tab:red")
     right = left.twinx()
-    right.plot(steps, [1.0 - h["accuracy"] for h in history], color="tab:blue")
-    right.set_ylabel("wrong sums (exhaustive, 8 bits)", color="tab:blue")
+    right.plot(
+        steps,
+        [1.0 - h["batch_accuracy"] for h in history],
+        color="tab:blue",
+        label="wrong sums in the batch",
+    )
+    checked = [h for h in history if h["accuracy"] is not None]
+    right.plot(
+        [h["step"] for h in checked],
+        [1.0 - h["accuracy"] for h in checked],
+        "o",
+        color="tab:green",
+        label="wrong sums, all 16,384 pairs",
+    )
+    right.set_ylabel("fraction of wrong sums")
+    right.legend(loc="upper right")
     left.set_title("rnnadd training")
     fig.tight_layout()
     buf = io.BytesIO()
