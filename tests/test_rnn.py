@@ -1,0 +1,155 @@
+"""The numpy core against independent references: finite differences and a per-pair loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from training import rnn
+
+
+def random_params(hidden: int, seed: int, biases: bool) -> rnn.Params:
+    """Random weights (and non-zero biases), so no gradient vanishes by symmetry."""
+    rng = np.random.default_rng(seed)
+    params = rnn.init_params(hidden, rng, biases)
+    if biases:
+        params["b_h"] = rng.uniform(-1, 1, hidden)
+        params["b_o"] = rng.uniform(-1, 1, 1)
+    return params
+
+
+def random_batch(n: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random pairs below 2**(width-1) as training tensors."""
+    rng = np.random.default_rng(seed)
+    high = 1 << (width - 1)
+    return rnn.batch(rng.integers(0, high, n), rng.integers(0, high, n), width)
+
+
+def per_pair_reference(params: rnn.Params, a: int, b: int, width: int) -> list[float]:
+    """The textbook forward pass for one pair: column vectors, plain logistic, a loop per bit."""
+
+    def logistic(z: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-z))
+
+    size = params["w_h"].shape[0]
+    b_h = params.get("b_h", np.zeros(size)).reshape(size, 1)
+    b_o = params.get("b_o", np.zeros(1)).reshape(1, 1)
+    h = np.zeros((size, 1))
+    outputs = []
+    for t in range(width):
+        x = np.array([[(a >> t) & 1], [(b >> t) & 1]], dtype=np.float64)
+        h = logistic(params["w_h"] @ h + params["w_i"] @ x + b_h)
+        outputs.append(float(logistic(params["w_o"] @ h + b_o)[0, 0]))
+    return outputs
+
+
+@pytest.mark.parametrize("biases", [False, True])
+@pytest.mark.parametrize(("hidden", "n", "width"), [(1, 1, 2), (3, 5, 8), (16, 7, 8), (8, 4, 17)])
+def test_bptt_matches_central_differences(hidden: int, n: int, width: int, biases: bool) -> None:
+    params = random_params(hidden, seed=hidden * 31 + n, biases=biases)
+    x, y = random_batch(n, width, seed=width)
+    _, grads = rnn.loss_and_grads(params, x, y)
+    assert set(grads) == set(params)
+    eps = 1e-5
+    for name, value in params.items():
+        numeric = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            saved = value[index]
+            value[index] = saved + eps
+            up = rnn.loss(rnn.forward(params, x)["p"], y)
+            value[index] = saved - eps
+            down = rnn.loss(rnn.forward(params, x)["p"], y)
+            value[index] = saved
+            numeric[index] = (up - down) / (2 * eps)
+        scale = max(np.abs(numeric).max(), np.abs(grads[name]).max(), 1e-12)
+        rel = np.abs(numeric - grads[name]).max() / scale
+        assert rel < 1e-6, f"{name}: relative error {rel:.2e}"
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_vectorized_forward_equals_per_pair_loop(biases: bool) -> None:
+    params = random_params(16, seed=3, biases=biases)
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 1 << 11, 40), rng.integers(0, 1 << 11, 40)
+    width = 12
+    x, _ = rnn.batch(a, b, width)
+    p = rnn.forward(params, x)["p"]
+    for i in range(len(a)):
+        expected = per_pair_reference(params, int(a[i]), int(b[i]), width)
+        np.testing.assert_allclose(p[:, i], expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("biases", [False, True])
+@pytest.mark.parametrize(("n", "width"), [(1, 8), (3, 8), (1000, 8), (5000, 8), (300, 40)])
+def test_predictor_equals_forward_pass(n: int, width: int, biases: bool) -> None:
+    params = random_params(16, seed=n + width, biases=biases)
+    rng = np.random.default_rng(n)
+    high = 1 << (width - 1)
+    a, b = rng.integers(0, high, n), rng.integers(0, high, n)
+    a_bits, b_bits = rnn.encode(a, width), rnn.encode(b, width)
+    expected = rnn.predict_bits(params, a_bits, b_bits)
+    np.testing.assert_array_equal(rnn.Predictor(params).bits(a_bits, b_bits), expected)
+
+
+def test_predictor_add_returns_sums_as_ints_at_any_width() -> None:
+    params = random_params(4, seed=1, biases=False)
+    predictor = rnn.Predictor(params)
+    a = [0, 1, 2**70 + 5, 2**99]
+    b = [0, 2**80, 3, 2**99 - 1]
+    width = 101
+    bits = predictor.bits(rnn.encode(a, width), rnn.encode(b, width))
+    expected = [sum(int(bits[t, i]) << t for t in range(width)) for i in range(len(a))]
+    assert predictor.add(a, b, width) == expected
+    small = predictor.add_array(np.array(a[:2], np.uint64), np.array([0, 1], np.uint64), 8)
+    assert small.tolist() == predictor.add(a[:2], [0, 1], 8)
+
+
+def test_predictor_handles_empty_input() -> None:
+    predictor = rnn.Predictor(random_params(4, seed=0, biases=False))
+    assert predictor.add([], [], 8) == []
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2**300), max_size=20))
+def test_encode_decode_round_trip(values: list[int]) -> None:
+    width = max([1, *(v.bit_length() for v in values)])
+    bits = rnn.encode(values, width)
+    assert bits.shape == (width, len(values))
+    assert rnn.decode(bits) == values
+    for i, v in enumerate(values):  # least significant bit first
+        assert [int(bit) for bit in bits[:, i]] == [(v >> t) & 1 for t in range(width)]
+
+
+@pytest.mark.parametrize("value", [0, 1, 2, 255, 2**63, 2**64 - 1, 2**64, 3**200])
+def test_encode_decode_edges(value: int) -> None:
+    width = max(1, value.bit_length()) + 3
+    assert rnn.decode(rnn.encode([value], width)) == [value]
+    if value < 2**64:
+        array = rnn.encode(np.array([value], dtype=np.uint64), width)
+        np.testing.assert_array_equal(array, rnn.encode([value], width))
+
+
+def test_init_matches_the_original_ranges() -> None:
+    params = rnn.init_params(16, np.random.default_rng(0))
+    assert set(params) == {"w_i", "w_h", "w_o"}
+    assert params["w_i"].shape == (16, 2) and params["w_h"].shape == (16, 16)
+    assert params["w_o"].shape == (1, 16)
+    for value in params.values():
+        assert value.dtype == np.float64 and value.min() >= -1 and value.max() < 1
+    with_biases = rnn.init_params(3, np.random.default_rng(0), biases=True)
+    assert with_biases["b_h"].tolist() == [0, 0, 0] and with_biases["b_o"].tolist() == [0]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_optimizers_reduce_the_loss(name: str) -> None:
+    params = random_params(8, seed=2, biases=True)
+    x, y = random_batch(64, 8, seed=9)
+    optimizer = rnn.OPTIMIZERS[name](0.05 if name == "adam" else 1.0)
+    first, _ = rnn.loss_and_grads(params, x, y)
+    for _ in range(50):
+        loss, grads = rnn.loss_and_grads(params, x, y)
+        optimizer.step(params, grads)
+    assert loss < first and math.isfinite(loss)
