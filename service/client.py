@@ -162,9 +162,10 @@ class Client:
         """One retrain job's record."""
         return self._request("GET", f"/v1/jobs/{quote(job_id, safe='')}", retry=True)
 
-    def jobs(self) -> Any:
+    def jobs(self, limit: int | None = None) -> Any:
         """Recent retrain jobs, newest first."""
-        return self._request("GET", "/v1/jobs", retry=True)
+        query = "" if limit is None else f"?limit={int(limit)}"
+        return self._request("GET", "/v1/jobs" + query, retry=True)
 
     def activate(self, version: str) -> Any:
         """Make a stored version the active one (rollback); admin."""
@@ -236,8 +237,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="sums of pairs given as A,B")
     p.add_argument("pairs", type=_pair, nargs="+")
     p.add_argument("--bits", type=int)
-    for name in ("model", "models", "jobs", "health", "ready"):
+    for name in ("model", "models", "health", "ready"):
         sub.add_parser(name)
+    sub.add_parser("jobs").add_argument("--limit", type=int)
     sub.add_parser("job").add_argument("job_id")
     sub.add_parser("activate").add_argument("version")
     p = sub.add_parser("retrain", help="start a retrain job (admin)")
@@ -254,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(client: Client, args: argparse.Namespace) -> tuple[Any, int]:
     """Dispatch one subcommand; the result to print and the exit status."""
-    simple = {"model": client.model, "models": client.models, "jobs": client.jobs,
+    simple = {"model": client.model, "models": client.models,
               "health": client.health, "ready": client.ready}
     if args.command in simple:
         return simple[args.command](), 0
@@ -262,6 +264,8 @@ def _run(client: Client, args: argparse.Namespace) -> tuple[Any, int]:
         return client.predict(args.a, args.b, bits=args.bits), 0
     if args.command == "batch":
         return client.predict_batch(args.pairs, bits=args.bits), 0
+    if args.command == "jobs":
+        return client.jobs(limit=args.limit), 0
     if args.command == "job":
         return client.job(args.job_id), 0
     if args.command == "activate":

@@ -265,6 +265,7 @@ def test_cli(server: servers.Server) -> None:
     assert job["status"] == "succeeded" and job["params"]["activate"] is False
     assert json.loads(cli(server, "job", job["id"]).stdout)["model_version"] == job["model_version"]
     assert job["id"] in cli(server, "jobs").stdout
+    assert json.loads(cli(server, "jobs", "--limit", "1").stdout)["jobs"][0]["id"] == job["id"]
     activated = cli(server, "activate", job["model_version"])
     assert activated.returncode == 0, activated.stderr
     serve_everywhere(server, Client(server.url), job["model_version"])
