@@ -1,0 +1,110 @@
+"""Per-request bookkeeping as WSGI middleware: request id, one JSON log line, request metrics.
+
+Middleware rather than Flask hooks because it sees every response, errors included, and costs
+a few microseconds per request instead of two hook dispatches and a dozen context lookups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flask
+from werkzeug.routing import Rule
+
+from service.metrics import Metrics
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+RULE_KEY = "rnnadd.rule"
+ID_KEY = "rnnadd.request_id"
+MAX_LOGGED_PATH = 512
+LINE = ('{"ts": "%s", "level": "info", "event": "request", "method": %s, "path": %s, '
+        '"status": %d, "duration_ms": %.3f, "request_id": "%s"}\n')
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def request_id(supplied: str | None) -> str:
+    """Keep a caller's id when it is short and safe to echo and log; otherwise make one."""
+    if supplied is not None and REQUEST_ID.fullmatch(supplied):
+        return supplied
+    return os.urandom(16).hex()
+
+
+class ObservedRequest(flask.Request):
+    """Flask's request, also leaving the matched URL rule in the environ for the middleware."""
+
+    @property
+    def url_rule(self) -> Rule | None:  # type: ignore[override]
+        """The matched rule, as Flask sets it during routing."""
+        return self.__dict__.get("_url_rule")
+
+    @url_rule.setter
+    def url_rule(self, rule: Rule | None) -> None:
+        self.__dict__["_url_rule"] = rule
+        if rule is not None:
+            self.environ[RULE_KEY] = rule.rule
+
+
+class Clock:
+    """UTC timestamps with milliseconds; the formatted second is reused within that second."""
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")
+
+    def stamp(self, now: float) -> str:
+        """ISO 8601 UTC, e.g. 2026-11-29T01:36:00.123Z."""
+        second = int(now)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)))
+        return f"{cached[1]}.{int((now - second) * 1000):03d}Z"
+
+
+class RequestObserver:
+    """Wraps the WSGI app: assigns X-Request-ID, times the request, logs it, counts it."""
+
+    def __init__(self, app: WSGIApp, metrics: Metrics, access_log: bool = True) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        self.clock = Clock()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+        environ[ID_KEY] = rid
+        statuses: list[str] = []
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            statuses.append(status)
+            headers.append(("X-Request-ID", rid))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, start)
+        finally:
+            status = int(statuses[-1][:3]) if statuses else 500
+            self.record(environ, status, time.perf_counter() - started, rid)
+
+    def record(self, environ: dict[str, Any], status: int, seconds: float, rid: str) -> None:
+        """Count and log one finished request."""
+        method = environ.get("REQUEST_METHOD", "")
+        self.metrics.observe_request(environ.get(RULE_KEY, "unmatched"), method, status, seconds)
+        if self.access_log:
+            raw = environ.get("PATH_INFO", "")[:MAX_LOGGED_PATH]  # WSGI: bytes as latin-1
+            path = raw.encode("latin-1", "replace").decode("utf-8", "replace")
+            sys.stderr.write(LINE % (self.clock.stamp(time.time()), json.dumps(method),
+                                     json.dumps(path), status, seconds * 1000.0, rid))
+
+
+def install(app: flask.Flask, metrics: Metrics, access_log: bool) -> None:
+    """Wrap the app's WSGI callable and make its requests report their matched rule."""
+    app.request_class = ObservedRequest
+    app.wsgi_app = RequestObserver(app.wsgi_app, metrics, access_log)  # type: ignore[method-assign]
