@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from flask import Flask, Response, current_app, request
@@ -11,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:rnnadd:problem:"
+PATH_RENDERERS = "rnnadd.path_error_renderers"
 
 
 class APIError(Exception):
@@ -143,6 +145,18 @@ def _generic(exc: HTTPException) -> APIError:
     return error
 
 
+Renderer = Callable[[HTTPException], Response]
+
+
+def render_errors_under(app: Flask, prefix: str, render: Renderer) -> None:
+    """Let another protocol (e.g. /v2) answer 404/405 under its prefix in its own format.
+
+    Routing errors happen before any blueprint is chosen, so only the app-level handler sees
+    them; this costs nothing on requests that route, unlike a before_app_request hook.
+    """
+    app.extensions.setdefault(PATH_RENDERERS, []).append((prefix.rstrip("/"), render))
+
+
 def register_error_handlers(app: Flask) -> None:
     """Install the single mapping from exceptions to problem documents."""
     log = logging.getLogger("rnnadd.errors")
@@ -153,6 +167,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        path = request.path
+        for prefix, render in app.extensions.get(PATH_RENDERERS, ()):
+            if path == prefix or path.startswith(prefix + "/"):
+                return render(exc)
         return problem_response(from_http_exception(exc))
 
     @app.errorhandler(Exception)

@@ -1,0 +1,31 @@
+"""What the app factory builds once per app, reachable from any blueprint (e.g. service.v2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from service.inputs import Limits
+from service.jobs import JobManager
+from service.metrics import Metrics
+from service.model import ModelHolder
+from training.store import ModelStore
+
+EXTENSION = "rnnadd"
+
+
+@dataclass(frozen=True)
+class Services:
+    """The app's model store, model holder, metrics, limits and job manager."""
+
+    store: ModelStore
+    holder: ModelHolder
+    metrics: Metrics
+    limits: Limits
+    jobs: JobManager
+
+
+def services() -> Services:
+    """The current app's services, for blueprints that are not built with them as arguments."""
+    return current_app.extensions[EXTENSION]
