@@ -1,0 +1,69 @@
+"""gunicorn settings: `gunicorn -c service/gunicorn.conf.py 'service.app:create_app()'`.
+
+Every value can come from the environment, and a --bind (or any flag) on the command line
+overrides this file. Hooks run in the master: they prepare the shared directory of
+prometheus_client's multiprocess mode before any worker imports it, and tidy it up after.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+from typing import Any
+
+wsgi_app = "service.app:create_app()"
+bind = [os.environ.get("RNNADD_BIND", "127.0.0.1:8000")]
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# gthread keeps client connections alive (sync closes each one); chosen from measurements,
+# see the benchmark notes. RNNADD_WORKER_CLASS=sync switches back.
+worker_class = os.environ.get("RNNADD_WORKER_CLASS", "sync")
+threads = int(os.environ.get("RNNADD_THREADS", "1"))
+timeout = int(os.environ.get("RNNADD_TIMEOUT", "30"))  # a stuck worker is killed and replaced
+graceful_timeout = int(os.environ.get("RNNADD_GRACEFUL_TIMEOUT", "20"))  # SIGTERM: finish requests
+keepalive = int(os.environ.get("RNNADD_KEEPALIVE", "5"))  # seconds an idle connection is kept
+# Request logging is the app's (one JSON line per request); gunicorn logs only its own events.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("RNNADD_LOG_LEVEL", "info")
+# gunicorn 25.1+ opens a control socket under ~/.gunicorn by default, which a read-only root
+# filesystem or a home-less user cannot create. Off unless a path is given explicitly.
+control_socket = os.environ.get("RNNADD_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
+# Worker heartbeats: a RAM-backed directory, so a slow or read-only disk never stalls them.
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+# One BLAS thread per worker: the batch path is small matmuls, and extra threads only contend.
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+_created_metrics_dir: list[str] = []
+
+
+def on_starting(server: Any) -> None:
+    """Before any worker exists: pin BLAS threads and prepare the multiprocess metrics dir."""
+    for name in BLAS_THREADS:
+        os.environ.setdefault(name, "1")
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = tempfile.mkdtemp(prefix="rnnadd-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        _created_metrics_dir.append(path)
+    else:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):  # figures of an earlier run
+            os.remove(stale)
+    server.log.info("prometheus multiprocess metrics in %s", path)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges so they stop counting; its counters stay summed."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory this master created (never one the operator chose)."""
+    for path in _created_metrics_dir:
+        shutil.rmtree(path, ignore_errors=True)
