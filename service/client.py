@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -81,6 +82,12 @@ def _error_from(response: requests.Response) -> ClientError:
     )
 
 
+def _reason(exc: Exception) -> str:
+    """The operating system's words (e.g. "Connection refused") rather than urllib3's essay."""
+    found = re.findall(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    return found[-1].strip() if found else str(exc)
+
+
 class Client:
     """Talks JSON to one rnnadd base URL, with a keep-alive session."""
 
@@ -121,12 +128,14 @@ class Client:
                 break
             except requests.ConnectionError as exc:
                 if attempt + 1 >= attempts:
-                    raise TransportError(None, "connection failed", str(exc)) from exc
+                    detail = f"{method} {self.base_url}{path}: {_reason(exc)}"
+                    raise TransportError(None, "connection failed", detail) from exc
                 time.sleep(min(1.0, 0.1 * 2**attempt))
             except requests.Timeout as exc:
-                raise TransportError(None, "timed out", str(exc)) from exc
+                detail = f"{method} {self.base_url}{path}: no answer within {self.timeout:g} s"
+                raise TransportError(None, "timed out", detail) from exc
             except requests.RequestException as exc:
-                raise TransportError(None, "request failed", str(exc)) from exc
+                raise TransportError(None, "request failed", _reason(exc)) from exc
         if not 200 <= response.status_code < 300:
             raise _error_from(response)
         try:
