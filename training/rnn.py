@@ -201,13 +201,14 @@ class Predictor:
     each state is computed once and the pairs index into it.
     """
 
-    def __init__(self, params: Params, chunk: int = 2048) -> None:
+    def __init__(self, params: Params, chunk: int = 2048, share_prefixes: bool = True) -> None:
         w_i, w_h, w_o = params["w_i"], params["w_h"], params["w_o"]
         size = hidden_size(params)
         b_h = params.get("b_h", np.zeros(size))
         b_o = params.get("b_o", np.zeros(1))
         self.size = size
         self.chunk = chunk
+        self.share_prefixes = share_prefixes
         mat = np.empty((size + 3, size))
         mat[:size] = w_h.T / 4.0  # u_{t-1}
         mat[size] = w_i[:, 0] / 2.0  # bit of a
@@ -231,7 +232,7 @@ class Predictor:
         states = self.initial()
         key = np.zeros(n, dtype=np.intp)
         t = 0
-        while t < steps and 4 * len(states) <= n:
+        while self.share_prefixes and t < steps and 4 * len(states) <= n:
             states = self.children(states)
             key *= 4
             key += symbol[t]

@@ -25,7 +25,13 @@ VERSION_PATTERN = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
 WEIGHTS, RECORD, CURRENT = "weights.npz", "model.json", "CURRENT"
 STORE_FIELDS = ("format_version", "version", "created_at", "sha256")
 CALLER_FIELDS = (
-    "hyperparameters", "seed", "steps", "training_seconds", "metrics", "history", "parent"
+    "hyperparameters",
+    "seed",
+    "steps",
+    "training_seconds",
+    "metrics",
+    "history",
+    "parent",
 )
 REQUIRED_ARRAYS, BIAS_ARRAYS = frozenset({"w_i", "w_h", "w_o"}), frozenset({"b_h", "b_o"})
 EXTRA_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -105,8 +111,13 @@ def _params_problem(params: Mapping[str, object], hidden: int) -> str | None:
     names = set(params)
     if problem := _names_problem(names):
         return problem
-    shapes = {"w_i": (hidden, 2), "w_h": (hidden, hidden), "w_o": (1, hidden),
-              "b_h": (hidden,), "b_o": (1,)}
+    shapes = {
+        "w_i": (hidden, 2),
+        "w_h": (hidden, hidden),
+        "w_o": (1, hidden),
+        "b_h": (hidden,),
+        "b_o": (1,),
+    }
     for name, shape in shapes.items():
         if name not in names:
             continue

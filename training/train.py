@@ -26,7 +26,8 @@ class TrainConfig:
 
     hidden_size: int = 16
     optimizer: str = "adam"
-    learning_rate: float = 0.1
+    learning_rate: float = 0.15
+    beta1: float = 0.5  # Adam's first-moment decay; 0.5 reached 100% in fewer updates than 0.9
     batch_size: int = 32
     max_steps: int = 5000
     seed: int = 0
@@ -87,6 +88,8 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("bits must be between 2 and 64")
     if not config.learning_rate > 0:
         raise ValueError("learning_rate must be positive")
+    if not 0 <= config.beta1 < 1:
+        raise ValueError("beta1 must be in [0, 1)")
 
 
 def sources(config: TrainConfig) -> tuple[rnn.Params, Callable[[], tuple[np.ndarray, np.ndarray]]]:
@@ -127,7 +130,11 @@ def train(config: TrainConfig, on_progress: Progress | None = None) -> TrainResu
     params = {
         k: flat[offsets[i] : offsets[i + 1]].reshape(params[k].shape) for i, k in enumerate(names)
     }
-    optimizer = rnn.OPTIMIZERS[config.optimizer](config.learning_rate)
+    optimizer = (
+        rnn.Adam(config.learning_rate, beta1=config.beta1)
+        if config.optimizer == "adam"
+        else rnn.OPTIMIZERS[config.optimizer](config.learning_rate)
+    )
     history: list[dict[str, float | None]] = []
     started = time.perf_counter()
     running, count, updates = 0.0, 0, 0
@@ -256,6 +263,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hidden-size", type=int)
     p.add_argument("--optimizer", choices=sorted(rnn.OPTIMIZERS))
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
+    p.add_argument("--beta1", type=float, help="Adam's first-moment decay")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--seed", type=int)
