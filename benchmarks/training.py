@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from benchmarks import torch_reference
 from training import rnn
 from training.evaluate import random_pairs
 from training.train import TrainConfig, preset, train
@@ -30,6 +31,15 @@ def blas_setup() -> str:
         for i in threadpool_info()
     ]
     return "\n".join(lines) or "  (no BLAS found)"
+
+
+def has_torch() -> bool:
+    """PyTorch is an optional extra of the benchmark (requirements-bench.txt)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def time_to_full(config: TrainConfig) -> tuple[float, int, bool]:
@@ -54,10 +64,25 @@ def training_section(seeds: int, convergence_seeds: int) -> None:
             f"  {name:9s} median {medians[name] * 1e3:8.1f} ms   "
             f"updates {[r[1] for r in runs]}   reached 100%: {sum(r[2] for r in runs)}/{seeds}"
         )
+    runs = [torch_reference.time_to_full(seed) for seed in range(seeds)] if has_torch() else []
+    if runs:
+        medians["pytorch"] = statistics.median(r[0] for r in runs)
+        print(
+            f"  {'pytorch':9s} median {medians['pytorch'] * 1e3:8.1f} ms   "
+            f"updates {[r[1] for r in runs]}   reached 100%: {sum(r[2] for r in runs)}/{seeds}"
+            "   (same network, Adam, batch 32, autograd)"
+        )
+    else:
+        print("  pytorch   skipped (pip install -r requirements-bench.txt to compare)")
     print(
         f"  speed-up (median original / median default): "
         f"{medians['original'] / medians['default']:.1f}x"
     )
+    if "pytorch" in medians:
+        print(
+            f"  speed-up (median pytorch / median default): "
+            f"{medians['pytorch'] / medians['default']:.1f}x"
+        )
     runs = [time_to_full(TrainConfig(seed=seed)) for seed in range(convergence_seeds)]
     print(
         f"  default trainer converged on {sum(r[2] for r in runs)}/{convergence_seeds} seeds; "
