@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -153,3 +154,16 @@ def test_optimizers_reduce_the_loss(name: str) -> None:
         loss, grads = rnn.loss_and_grads(params, x, y)
         optimizer.step(params, grads)
     assert loss < first and math.isfinite(loss)
+
+
+@pytest.mark.parametrize("levels", [0, 3, 6])
+@pytest.mark.parametrize("width", [1, 2, 5, 6, 7, 8, 20, 70])
+def test_one_pair_path_equals_batch_path(levels: int, width: int) -> None:
+    params = random_params(16, seed=width, biases=levels == 3)
+    predictor = rnn.Predictor(params, table_levels=levels)
+    rng = random.Random(width)
+    a = [rng.getrandbits(max(width - 1, 1)) for _ in range(40)]
+    b = [rng.getrandbits(max(width - 1, 1)) for _ in range(40)]
+    expected = rnn.decode(rnn.predict_bits(params, rnn.encode(a, width), rnn.encode(b, width)))
+    assert [predictor.add_one(x, y, width) for x, y in zip(a, b, strict=True)] == expected
+    assert predictor.add(a, b, width) == expected

@@ -46,9 +46,14 @@ def hidden_size(params: Params) -> int:
 
 def encode(values: Sequence[int] | np.ndarray, width: int) -> np.ndarray:
     """Bits of non-negative ints as uint8 [width, N], least significant first; any int size."""
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and width <= 64:
-        shifts = np.arange(width, dtype=np.uint64)[:, None]
-        return ((values.astype(np.uint64)[None, :] >> shifts) & np.uint64(1)).astype(np.uint8)
+    if width <= 64:
+        try:
+            array = np.asarray(values, dtype=np.uint64)  # refuses ints that do not fit
+        except OverflowError:
+            array = None
+        if array is not None:
+            shifts = np.arange(width, dtype=np.uint64)[:, None]
+            return ((array[None, :] >> shifts) & np.uint64(1)).astype(np.uint8)
     values = list(values)
     nbytes = max(1, (width + 7) // 8)
     raw = b"".join(int(v).to_bytes(nbytes, "little") for v in values)
@@ -60,6 +65,10 @@ def decode(bits: np.ndarray) -> list[int]:
     """Inverse of encode: [T, N] bits (least significant first) to Python ints."""
     bits = np.asarray(bits, dtype=np.uint8)
     packed = np.packbits(bits.T, axis=1, bitorder="little")
+    if bits.shape[0] <= 64:
+        padded = np.zeros((packed.shape[0], 8), dtype=np.uint8)
+        padded[:, : packed.shape[1]] = packed
+        return padded.view("<u8")[:, 0].tolist()
     return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
@@ -197,11 +206,14 @@ class Predictor:
     With h = (1 + u) / 2 the recurrence becomes u_t = tanh(A u_{t-1} + c[x_t]) with A = w_h / 4,
     and bit t is set when (w_o / 2) u_t + (sum(w_o) / 2 + b_o) > 0. Inputs, constant and
     recurrence share one matrix, so a step is one matmul and one tanh. Pairs whose low bits agree
-    share hidden states: while a level of the prefix tree has fewer states than there are pairs,
-    each state is computed once and the pairs index into it.
+    share hidden states: the first `table_levels` levels of the prefix tree (every run of low
+    bits) are computed once per model, and deeper levels once per call while a level has fewer
+    states than there are pairs; pairs index into them and continue one by one after that.
     """
 
-    def __init__(self, params: Params, chunk: int = 2048, share_prefixes: bool = True) -> None:
+    def __init__(
+        self, params: Params, chunk: int = 2048, share_prefixes: bool = True, table_levels: int = 6
+    ) -> None:
         w_i, w_h, w_o = params["w_i"], params["w_h"], params["w_o"]
         size = hidden_size(params)
         b_h = params.get("b_h", np.zeros(size))
@@ -215,11 +227,20 @@ class Predictor:
         mat[size + 1] = w_i[:, 1] / 2.0  # bit of b
         mat[size + 2] = w_h.sum(axis=1) / 4.0 + b_h / 2.0  # constant column
         self.mat = mat
+        self.recur = np.ascontiguousarray(mat[:size])
         # the same step, per input symbol k = bit_a + 2 bit_b, for the prefix tree
         symbols = np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=np.float64)
         self.sym = symbols @ mat[size:]  # [4, H]
         self.out_w = w_o[0] / 2.0
         self.out_b = float(w_o.sum() / 2.0 + b_o[0])
+        self.levels: list[np.ndarray] = []  # states of tree level t + 1: row = prefix key
+        self.level_bits: list[np.ndarray] = []
+        states = self.initial()
+        for _ in range(table_levels if share_prefixes else 0):
+            states = self.children(states)
+            self.levels.append(states)
+            self.level_bits.append(self.set_bits(states))
+        self.level_lists = [b.tolist() for b in self.level_bits]  # for the one-pair path
 
     def bits(self, a_bits: np.ndarray, b_bits: np.ndarray) -> np.ndarray:
         """Predicted sum bits [T, N] (bool) for input bits [T, N]."""
@@ -232,15 +253,39 @@ class Predictor:
         states = self.initial()
         key = np.zeros(n, dtype=np.intp)
         t = 0
-        while self.share_prefixes and t < steps and 4 * len(states) <= n:
-            states = self.children(states)
+        while t < steps and (
+            t < len(self.levels) or (self.share_prefixes and 4 * len(states) <= n)
+        ):
+            if t < len(self.levels):
+                states, set_bits = self.levels[t], self.level_bits[t]
+            else:
+                states = self.children(states)
+                set_bits = self.set_bits(states)
             key *= 4
             key += symbol[t]
-            out[t] = self.set_bits(states)[key]
+            out[t] = set_bits[key]
             t += 1
         u0 = states[key] if len(states) > 1 else np.broadcast_to(states, (n, self.size))
         self._dense(u0, a_bits[t:], b_bits[t:], out[t:])
         return out
+
+    def add_one(self, a: int, b: int, bits: int) -> int:
+        """The predicted sum of one pair, with as few array operations as the model allows."""
+        total, key, t = 0, 0, 0
+        for t in range(min(bits, len(self.levels))):
+            key = 4 * key + ((a >> t) & 1) + 2 * ((b >> t) & 1)
+            total |= self.level_lists[t][key] << t
+        start = min(bits, len(self.levels))
+        if start == bits:
+            return total
+        u = self.levels[start - 1][key] if start else self.initial()[0]
+        states = np.empty((bits - start, self.size))
+        for t in range(start, bits):
+            u = np.tanh(u @ self.recur + self.sym[((a >> t) & 1) + 2 * ((b >> t) & 1)])
+            states[t - start] = u
+        for i, bit in enumerate((states @ self.out_w > -self.out_b).tolist()):
+            total |= bit << (start + i)
+        return total
 
     def initial(self) -> np.ndarray:
         """The one hidden state before any input: h_0 = 0, that is u_0 = -1."""
@@ -284,6 +329,8 @@ class Predictor:
         self, a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray, bits: int
     ) -> list[int]:
         """Predicted sums of pairs (a[i], b[i]) read over `bits` steps, as Python ints."""
+        if len(a) == 1 and len(b) == 1:
+            return [self.add_one(int(a[0]), int(b[0]), bits)]
         return decode(self.bits(encode(a, bits), encode(b, bits)))
 
     def add_array(self, a: np.ndarray, b: np.ndarray, bits: int) -> np.ndarray:
