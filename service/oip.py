@@ -331,10 +331,22 @@ def outputs(
     return tensors
 
 
+def _bytes_tensor(values: list[str]) -> bytes:
+    """Length-prefixed ASCII strings; equal widths (the `binary` output) go through numpy."""
+    widths, text = set(map(len, values)), "".join(values)
+    if len(widths) != 1 or not text or not text.isascii():
+        return b"".join(struct.pack("<I", len(v)) + v for v in (s.encode() for s in values))
+    (width,) = widths
+    rows = np.empty((len(values), 4 + width), dtype=np.uint8)
+    rows[:, :4] = np.frombuffer(struct.pack("<I", width), dtype=np.uint8)
+    rows[:, 4:] = np.frombuffer(text.encode(), dtype=np.uint8).reshape(-1, width)
+    return rows.tobytes()
+
+
 def _tensor_bytes(datatype: str, values: list) -> bytes:
     """Raw tensor bytes as the binary data extension lays them out."""
     if datatype == "BYTES":
-        return b"".join(struct.pack("<I", len(v)) + v for v in (s.encode() for s in values))
+        return _bytes_tensor(values)
     if datatype == "BOOL":
         return bytes(bytearray(values))
     return np.asarray(values, dtype="<i8").tobytes()

@@ -632,3 +632,9 @@ def test_codec_response_layout() -> None:
     head = json.loads(body[:size])
     assert head["outputs"][1]["data"] == ["01", "10"]
     assert body[size:] == np.array([1, 2], "<i8").tobytes() + b"\x01\x00"
+
+
+@pytest.mark.parametrize("values", [["01", "10"], ["1", "22", ""], ["7"], ["", ""], ["é", "e"]])
+def test_codec_bytes_tensor_layout(values: list[str]) -> None:
+    expected = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+    assert oip._bytes_tensor(values) == expected
