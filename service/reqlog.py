@@ -60,11 +60,12 @@ class Clock:
 
     def stamp(self, now: float) -> str:
         """ISO 8601 UTC, e.g. 2026-11-29T01:36:00.123Z."""
-        second = int(now)
+        second, millis = divmod(int(now * 1000), 1000)
         cached = self._second
         if cached[0] != second:
-            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)))
-        return f"{cached[1]}.{int((now - second) * 1000):03d}Z"
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            cached = self._second = (second, text)
+        return f"{cached[1]}.{millis:03d}Z"
 
 
 class RequestObserver:
