@@ -1,0 +1,142 @@
+"""Shared fixtures: a private copy of a real trained model, the app, its client, the contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from jsonschema import Draft202012Validator, FormatChecker
+from werkzeug.test import TestResponse
+
+from service.app import create_app
+from tests.servers import seed_models
+from training.store import ModelStore
+
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "service" / "openapi.json"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's RNNADD_* or multiprocess settings must not change what tests see."""
+    for name in list(os.environ):
+        if name.startswith("RNNADD_") or name in ("PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def pristine_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled model (or, in a bare checkout, a freshly trained one), copied once."""
+    dest = tmp_path_factory.mktemp("bundled") / "models"
+    seed_models(dest)
+    return dest
+
+
+@pytest.fixture
+def model_dir(pristine_models: Path, tmp_path: Path) -> Path:
+    """A model directory of the test's own, so tests may activate, add and corrupt versions."""
+    dest = tmp_path / "models"
+    shutil.copytree(pristine_models, dest)
+    return dest
+
+
+@pytest.fixture
+def store(model_dir: Path) -> ModelStore:
+    """The store over the test's model directory."""
+    return ModelStore(model_dir)
+
+
+@pytest.fixture
+def admin_token() -> str:
+    """A fresh token per test: nothing may depend on a known default."""
+    return secrets.token_urlsafe(24)
+
+
+@pytest.fixture
+def auth(admin_token: str) -> dict[str, str]:
+    """The Authorization header that admin endpoints accept."""
+    return {"Authorization": f"Bearer {admin_token}"}
+
+
+@pytest.fixture
+def app(model_dir: Path, admin_token: str) -> Flask:
+    """The app as gunicorn would build it, on the test's model directory."""
+    return create_app({"MODEL_DIR": str(model_dir), "ADMIN_TOKEN": admin_token, "TESTING": True})
+
+
+@pytest.fixture
+def client(app: Flask) -> Iterator[FlaskClient]:
+    """A test client of the app."""
+    with app.test_client() as test_client:
+        yield test_client
+
+
+def clone_version(store: ModelStore, version: str | None = None, *, activate: bool = False) -> str:
+    """A new valid version with the same weights (as a retrain that found the same optimum)."""
+    model = store.load(version or store.current())
+    fields = {k: model.record[k] for k in
+              ("hyperparameters", "seed", "steps", "training_seconds", "metrics", "history")}
+    return store.save(model.params, {**fields, "parent": model.version}, activate=activate)
+
+
+def corrupt_version(store: ModelStore) -> str:
+    """A stored version whose weights no longer match their checksum."""
+    version = clone_version(store)
+    (store.root / version / "weights.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    return version
+
+
+def point_current_at(store: ModelStore, version: str) -> None:
+    """Rewrite CURRENT without validation, as a hand edit or a bad deploy would."""
+    tmp = store.root / ".CURRENT.tmp"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, store.current_file)
+
+
+class Contract:
+    """Checks real responses against the OpenAPI document the service publishes."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def schema_for(self, path: str, method: str, status: int, media: str) -> dict[str, Any]:
+        """The documented schema of one response; fails when it is not documented."""
+        operation = self.document["paths"][path][method.lower()]
+        response = operation["responses"].get(str(status))
+        assert response is not None, f"{method} {path} -> {status} is not documented"
+        if "$ref" in response:
+            response = self.document["components"]["responses"][response["$ref"].split("/")[-1]]
+        content = response.get("content", {})
+        assert media in content, f"{method} {path} -> {status}: {media} not in {list(content)}"
+        return content[media]["schema"]
+
+    def validate(self, schema: dict[str, Any], instance: Any) -> None:
+        """Validate against a schema that may $ref the document's components."""
+        rooted = {**schema, "components": self.document["components"]}
+        Draft202012Validator(rooted, format_checker=FormatChecker()).validate(instance)
+
+    def check(self, response: TestResponse, path: str, method: str = "GET") -> None:
+        """The response's status, media type and body are those the document promises."""
+        media = response.mimetype
+        schema = self.schema_for(path, method, response.status_code, media)
+        if media.endswith("json"):
+            self.validate(schema, json.loads(response.get_data()))
+
+
+@pytest.fixture(scope="session")
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document as stored in the repository."""
+    return json.loads(OPENAPI_PATH.read_text())
+
+
+@pytest.fixture(scope="session")
+def contract(openapi_document: dict[str, Any]) -> Contract:
+    """The response checker."""
+    return Contract(openapi_document)
