@@ -1,0 +1,222 @@
+"""Hot swap: follow CURRENT cheaply, load fully before swapping, keep the last good model."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from service import model as model_module
+from service.app import create_app
+from service.model import ModelHolder
+from tests.conftest import clone_version, corrupt_version, point_current_at
+from training.store import ModelError, ModelStore, VersionNotFound
+
+
+class Events:
+    """Records what the holder reports."""
+
+    def __init__(self) -> None:
+        self.loaded: list[tuple[str | None, str]] = []
+        self.failed: list[str | None] = []
+
+    def model_loaded(self, old: str | None, new: str) -> None:
+        self.loaded.append((old, new))
+
+    def model_load_failed(self, version: str | None) -> None:
+        self.failed.append(version)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Freeze the holder's notion of time."""
+    fake = Clock()
+    monkeypatch.setattr(model_module.time, "monotonic", fake)
+    return fake
+
+
+@pytest.fixture
+def events() -> Events:
+    """A fresh event recorder."""
+    return Events()
+
+
+@pytest.fixture
+def holder(store: ModelStore, clock: Clock, events: Events) -> ModelHolder:
+    """A loaded holder with a one-second reload interval."""
+    h = ModelHolder(store, reload_interval=1.0, events=events)
+    assert h.load()
+    return h
+
+
+def test_loads_current_at_start(holder: ModelHolder, store: ModelStore, events: Events) -> None:
+    assert holder.ready and holder.get().version == store.current()
+    assert events.loaded == [(None, store.current())]
+
+
+def test_a_new_current_is_served_after_the_interval(
+    holder: ModelHolder, store: ModelStore, clock: Clock, events: Events
+) -> None:
+    old = store.current()
+    new = clone_version(store, activate=True)
+    clock.now += 0.5
+    assert holder.get().version == old  # not checked yet: at most one stat per interval
+    clock.now += 0.6
+    assert holder.get().version == new
+    assert events.loaded[-1] == (old, new)
+
+
+def test_stat_runs_at_most_once_per_interval(
+    holder: ModelHolder, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real_stat = os.stat
+    monkeypatch.setattr(model_module.os, "stat", lambda p: calls.append(p) or real_stat(p))
+    for _ in range(1000):
+        holder.get()
+    assert calls == []
+    clock.now += 1.0
+    for _ in range(1000):
+        holder.get()
+    assert len(calls) == 1
+
+
+def test_an_unchanged_current_is_not_reloaded(
+    holder: ModelHolder, store: ModelStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "load", lambda v: pytest.fail("reloaded an unchanged CURRENT"))
+    for _ in range(5):
+        clock.now += 2.0
+        holder.get()
+
+
+def test_a_corrupt_version_keeps_the_last_good_model_and_is_counted_once(
+    holder: ModelHolder, store: ModelStore, clock: Clock, events: Events
+) -> None:
+    good = store.current()
+    bad = corrupt_version(store)
+    point_current_at(store, bad)
+    for _ in range(5):
+        clock.now += 1.5
+        assert holder.get().version == good
+    assert events.failed == [bad]
+    assert holder.ready
+
+
+def test_recovers_when_current_points_at_a_good_version_again(
+    holder: ModelHolder, store: ModelStore, clock: Clock
+) -> None:
+    good = store.current()
+    point_current_at(store, corrupt_version(store))
+    clock.now += 1.5
+    holder.get()
+    new = clone_version(store, good, activate=True)
+    clock.now += 1.5
+    assert holder.get().version == new
+
+
+@pytest.mark.parametrize("damage", ["missing", "unknown version", "garbage"])
+def test_a_broken_current_file_keeps_the_last_good_model(
+    holder: ModelHolder, store: ModelStore, clock: Clock, events: Events, damage: str
+) -> None:
+    good = store.current()
+    if damage == "missing":
+        store.current_file.unlink()
+    elif damage == "unknown version":
+        point_current_at(store, "20200101T000000Z-abcdef")
+    else:
+        store.current_file.write_bytes(b"\xff\xfe../../etc/passwd")
+    clock.now += 1.5
+    assert holder.get().version == good
+    assert len(events.failed) == 1
+
+
+def test_not_ready_until_a_valid_model_exists(tmp_path: Path, clock: Clock, events: Events) -> None:
+    store = ModelStore(tmp_path)
+    holder = ModelHolder(store, reload_interval=1.0, events=events)
+    assert not holder.load()
+    assert "CURRENT" in holder.reason
+    with pytest.raises(Exception, match="No valid model"):
+        holder.get()
+
+
+def test_versioned_access_is_cached(
+    holder: ModelHolder, store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = holder.get()
+    assert holder.get_version(served.version) is served
+    other = clone_version(store)
+    loads = []
+    real_load = store.load
+    monkeypatch.setattr(store, "load", lambda v: loads.append(v) or real_load(v))
+    first = holder.get_version(other)
+    assert holder.get_version(other) is first and loads == [other]
+    assert first.version == other and holder.get().version == served.version
+
+
+def test_versioned_access_errors(holder: ModelHolder, store: ModelStore) -> None:
+    with pytest.raises(VersionNotFound):
+        holder.get_version("../CURRENT")
+    with pytest.raises(VersionNotFound):
+        holder.get_version("20200101T000000Z-abcdef")
+    with pytest.raises(ModelError):
+        holder.get_version(corrupt_version(store))
+
+
+def test_the_cache_is_bounded(holder: ModelHolder, store: ModelStore) -> None:
+    versions = [clone_version(store) for _ in range(holder.cache_size + 2)]
+    for version in versions:
+        holder.get_version(version)
+    assert len(holder._cache) == holder.cache_size
+
+
+def test_concurrent_readers_always_get_a_valid_model(store: ModelStore) -> None:
+    holder = ModelHolder(store, reload_interval=0.0)
+    holder.load()
+    versions = {store.current()} | {clone_version(store) for _ in range(2)}
+    stop = threading.Event()
+    seen: set[str] = set()
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                model = holder.get()
+                model.predictor.add([3], [5], 8)
+                seen.add(model.version)
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for version in sorted(versions) * 3:
+        store.activate(version)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert not failures and seen <= versions
+
+
+def test_the_app_follows_current_and_counts_failures(store: ModelStore) -> None:
+    client = create_app({"MODEL_DIR": str(store.root), "RELOAD_INTERVAL": 0.0}).test_client()
+    new = clone_version(store, activate=True)
+    assert client.post("/v1/predict", json={"a": 1, "b": 1}).get_json()["model_version"] == new
+    point_current_at(store, corrupt_version(store))
+    response = client.post("/v1/predict", json={"a": 1, "b": 1})
+    assert response.status_code == 200 and response.get_json()["model_version"] == new
+    assert client.get("/readyz").status_code == 200
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "rnnadd_model_load_failures_total 1.0" in metrics
