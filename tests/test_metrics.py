@@ -1,0 +1,125 @@
+"""GET /metrics: requests, latency, pairs, model version, load failures, retrain outcomes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from service import jobfiles
+from service.app import create_app
+from service.metrics import JobsCollector, Metrics
+from tests.conftest import clone_version
+from training.store import ModelStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parsed exposition: (sample name, sorted labels) -> value."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+def scrape(client) -> dict:
+    """The app's metrics, parsed."""
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    return samples(response.get_data(as_text=True))
+
+
+def test_requests_latency_and_pairs(client) -> None:
+    for _ in range(3):
+        client.post("/v1/predict", json={"a": 1, "b": 2})
+    client.post("/v1/predict", json={"a": -1, "b": 2})
+    client.post("/v1/predict/batch", json={"pairs": [[1, 2]] * 7})
+    client.get("/nowhere")
+    client.open("/v1/predict", method="BREW")
+    found = scrape(client)
+    key = "rnnadd_http_requests_total"
+    assert found[(key, (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "200")))] == 3
+    assert found[(key, (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "400")))] == 1
+    assert found[(key, (("endpoint", "unmatched"), ("method", "GET"), ("status", "404")))] == 1
+    assert found[(key, (("endpoint", "unmatched"), ("method", "other"), ("status", "405")))] == 1
+    count = found[("rnnadd_http_request_duration_seconds_count", (("endpoint", "/v1/predict"),))]
+    assert count == 4
+    assert found[("rnnadd_pairs_predicted_total", ())] == 3 + 7
+
+
+def test_active_model_version_gauge_follows_swaps(store: ModelStore) -> None:
+    client = create_app({"MODEL_DIR": str(store.root), "RELOAD_INTERVAL": 0.0}).test_client()
+    old = store.current()
+    assert scrape(client)[("rnnadd_model_active", (("version", old),))] == 1
+    new = clone_version(store, activate=True)
+    client.get("/readyz")
+    found = scrape(client)
+    assert found[("rnnadd_model_active", (("version", old),))] == 0
+    assert found[("rnnadd_model_active", (("version", new),))] == 1
+    assert found[("rnnadd_model_load_failures_total", ())] == 0
+
+
+def test_retrain_outcomes_are_counted_from_job_records(client, model_dir: Path) -> None:
+    for i, status in enumerate(["succeeded", "succeeded", "rejected", "failed"]):
+        jobfiles.write_record(model_dir, {"id": f"20261129T0000{i:02d}Z-0000000{i}",
+                                          "status": status, "created_at": f"2026-11-29T00:00:0{i}"})
+    found = scrape(client)
+    outcome = "rnnadd_retrain_jobs_total"
+    assert found[(outcome, (("outcome", "succeeded"),))] == 2
+    assert found[(outcome, (("outcome", "rejected"),))] == 1
+    assert found[(outcome, (("outcome", "failed"),))] == 1
+    assert found[("rnnadd_retrain_jobs_active", (("status", "running"),))] == 0
+
+
+def test_unreadable_job_records_do_not_break_the_scrape() -> None:
+    def broken() -> list[dict]:
+        raise OSError("disk gone")
+
+    metrics = Metrics()
+    metrics.add_jobs_collector(broken)
+    assert b"rnnadd_http_requests" in metrics.exposition()
+    assert list(JobsCollector(broken).collect()) == []
+
+
+def test_apps_do_not_share_metrics(model_dir: Path) -> None:
+    first = create_app({"MODEL_DIR": str(model_dir)}).test_client()
+    second = create_app({"MODEL_DIR": str(model_dir)}).test_client()
+    first.get("/healthz")
+    key = ("rnnadd_http_requests_total",
+           (("endpoint", "/healthz"), ("method", "GET"), ("status", "200")))
+    assert scrape(first)[key] == 1 and key not in scrape(second)
+
+
+WORKER = """
+import sys
+from service.app import create_app
+client = create_app({"MODEL_DIR": sys.argv[1]}).test_client()
+for _ in range(int(sys.argv[2])):
+    assert client.post("/v1/predict", json={"a": 1, "b": 2}).status_code == 200
+if len(sys.argv) > 3:
+    sys.stdout.write(client.get("/metrics").get_data(as_text=True))
+"""
+
+
+def test_multiprocess_mode_adds_up_across_processes(model_dir: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "prom"
+    shared.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared), "RNNADD_ACCESS_LOG": "0",
+           "PYTHONPATH": str(ROOT)}
+    run = [sys.executable, "-c", WORKER, str(model_dir)]
+    subprocess.run([*run, "5"], env=env, check=True, timeout=60, cwd=ROOT)
+    subprocess.run([*run, "7"], env=env, check=True, timeout=60, cwd=ROOT)
+    text = subprocess.run([*run, "1", "scrape"], env=env, check=True, timeout=60, cwd=ROOT,
+                          capture_output=True, text=True).stdout
+    found = samples(text)
+    key = ("rnnadd_http_requests_total",
+           (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "200")))
+    assert found[key] == 13
+    assert found[("rnnadd_pairs_predicted_total", ())] == 13
+    pids = {dict(labels)["pid"] for name, labels in found if name == "rnnadd_model_active"}
+    assert len(pids) == 3  # liveall: one series per process (gunicorn drops dead ones)
