@@ -92,21 +92,19 @@ def _body() -> bytes:
     return plain
 
 
-def model_metadata(model: LoadedModel | None, versions: list[str]) -> dict[str, Any]:
+def model_metadata(model: LoadedModel, versions: list[str]) -> dict[str, Any]:
     """Name, versions, platform and tensors; `parameters` says which version and widths apply."""
     tensor = oip.metadata_tensor
     limits = services().limits
-    body: dict[str, Any] = {
+    return {
         "name": oip.MODEL_NAME,
         "versions": versions,
         "platform": "numpy",
         "inputs": [tensor("a", oip.INPUT_DATATYPE), tensor("b", oip.INPUT_DATATYPE)],
         "outputs": [tensor(name, datatype) for name, datatype in oip.OUTPUT_TYPES.items()],
-        "parameters": {"max_bits": limits.max_bits, "max_batch": limits.max_batch},
+        "parameters": {"max_bits": limits.max_bits, "max_batch": limits.max_batch,
+                       "version": model.version, "bits": model.bits},
     }
-    if model is not None:
-        body["parameters"].update(version=model.version, bits=model.bits)
-    return body
 
 
 def infer(model_name: str, version: str | None = None) -> Response:
