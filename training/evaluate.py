@@ -38,7 +38,7 @@ def exhaustive_accuracy(params: Params | Predictor, bits: int = EXHAUSTIVE_BITS)
     Walks the prefix tree once: every state is a distinct run of low bits, carrying the
     true carry so far and whether every bit predicted so far was right.
     """
-    predictor = params if isinstance(params, Predictor) else Predictor(params)
+    predictor = params if isinstance(params, Predictor) else Predictor(params, table_levels=0)
     states = predictor.initial()
     carry = np.zeros(1, dtype=np.int8)
     exact = np.ones(1, dtype=bool)
