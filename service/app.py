@@ -93,6 +93,7 @@ def optional_blueprints(app: Flask) -> None:
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: gunicorn calls this once per worker, tests once per test."""
+    reqlog.configure_logging()
     app = Flask(__name__)
     app.config.update(settings_from_env(os.environ))
     if test_config:

@@ -7,6 +7,7 @@ a few microseconds per request instead of two hook dispatches and a dozen contex
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -103,6 +104,34 @@ class RequestObserver:
             path = raw.encode("latin-1", "replace").decode("utf-8", "replace")
             sys.stderr.write(LINE % (self.clock.stamp(time.time()), json.dumps(method),
                                      json.dumps(path), status, seconds * 1000.0, rid))
+
+
+class JSONFormatter(logging.Formatter):
+    """Application log records as one JSON line each, like the access log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        """ts, level, logger and message; a traceback, if any, as one escaped string."""
+        line = {"ts": self.clock.stamp(record.created), "level": record.levelname.lower(),
+                "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send the service's own log records to stderr as JSON, once per process."""
+    logger = logging.getLogger("rnnadd")
+    if any(getattr(h, "rnnadd", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JSONFormatter())
+    handler.rnnadd = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 def install(app: flask.Flask, metrics: Metrics, access_log: bool) -> None:

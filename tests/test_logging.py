@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from service.app import create_app
-from service.reqlog import Clock, request_id
+from service.reqlog import Clock, JSONFormatter, request_id
 
 
 def log_lines(capsys: pytest.CaptureFixture[str]) -> list[dict]:
@@ -80,3 +82,22 @@ def test_clock_formats_milliseconds() -> None:
     assert clock.stamp(0.5) == "1970-01-01T00:00:00.500Z"
     assert clock.stamp(86400.25) == "1970-01-02T00:00:00.250Z"
     assert clock.stamp(86400.999) == "1970-01-02T00:00:00.999Z"
+
+
+def test_application_records_are_json_too() -> None:
+    formatter = JSONFormatter()
+    try:
+        raise ValueError("bad thing")
+    except ValueError:
+        record = logging.LogRecord("rnnadd.model", logging.ERROR, __file__, 1, "load %s failed",
+                                   ("v1",), sys.exc_info())
+    line = json.loads(formatter.format(record))
+    assert line["level"] == "error" and line["logger"] == "rnnadd.model"
+    assert line["msg"] == "load v1 failed" and "ValueError: bad thing" in line["exc"]
+
+
+def test_logging_is_configured_once(model_dir: Path) -> None:
+    create_app({"MODEL_DIR": str(model_dir)})
+    create_app({"MODEL_DIR": str(model_dir)})
+    handlers = [h for h in logging.getLogger("rnnadd").handlers if getattr(h, "rnnadd", False)]
+    assert len(handlers) == 1
