@@ -9,8 +9,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 # Dependencies first: this layer is reused until requirements.txt changes.
 COPY requirements.txt /tmp/requirements.txt
+# Serving needs neither pip and setuptools nor numpy's own test suites (about 17 MB).
 RUN /opt/venv/bin/pip install -r /tmp/requirements.txt \
-    && /opt/venv/bin/pip uninstall -q -y pip setuptools
+    && /opt/venv/bin/pip uninstall -q -y pip setuptools \
+    && find /opt/venv/lib -depth -type d -name tests -path '*/numpy/*' -exec rm -rf {} +
 # The bundled model: the version named in models/CURRENT, nothing else from a local models/.
 COPY models/ /tmp/models/
 RUN set -e; \
