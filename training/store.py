@@ -195,7 +195,7 @@ class ModelStore:
             raise ModelError(self.current_file, f"cannot be read ({exc})") from exc
 
     def versions(self) -> list[dict]:
-        """Records sorted by id; an unreadable version is listed as {"version", "error"}."""
+        """Records oldest first; an unreadable version is listed as {"version", "error"}."""
         if not self.root.is_dir():
             return []
         found = []
@@ -206,7 +206,8 @@ class ModelStore:
                 continue  # not a directory, or removed while listing
             except ModelError as exc:
                 found.append({"version": version, "error": str(exc)})
-        return found
+        # ids order by second; created_at (microseconds) orders versions saved in the same one
+        return sorted(found, key=lambda r: (r["version"][:16], str(r.get("created_at", ""))))
 
     def _version_dir(self, version: str) -> Path:
         """Map an id to its directory, refusing anything that is not a stored version id."""
@@ -279,7 +280,7 @@ class ModelStore:
             **record_fields,
             "format_version": FORMAT_VERSION,
             "version": version,
-            "created_at": f"{now:%Y-%m-%dT%H:%M:%SZ}",
+            "created_at": f"{now:%Y-%m-%dT%H:%M:%S.%fZ}",  # orders versions within a second
             "sha256": "0" * 64,  # placeholder until the weights are serialized
         }
         if problem := _record_problem(record, version):
