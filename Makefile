@@ -19,6 +19,10 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
+$(VENV)/.bench: requirements-bench.txt $(VENV)/.dev
+	$(BIN)/pip install -q -r requirements-bench.txt
+	touch $@
+
 install: $(VENV)/.runtime
 
 install-dev: $(VENV)/.dev
@@ -33,7 +37,7 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.training
 	$(BIN)/python -m benchmarks.http
 
