@@ -114,7 +114,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     errors.register_error_handlers(app)
     reqlog.install(app, app_metrics, app.config["ACCESS_LOG"])
-    app.register_blueprint(predict.create_blueprint(holder, app_metrics, limits))
+    app.register_blueprint(
+        predict.create_blueprint(holder, app_metrics, limits, app.config["MAX_BODY"])
+    )
     app.register_blueprint(models_api.create_blueprint(store, holder))
     app.register_blueprint(jobs_api.create_blueprint(jobs))
     app.register_blueprint(health.create_blueprint(holder))

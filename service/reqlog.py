@@ -21,6 +21,7 @@ from werkzeug.routing import Rule
 from service.metrics import Metrics
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\U0010ffff]*')  # JSON-safe as is, no escaping
 RULE_KEY = "rnnadd.rule"
 ID_KEY = "rnnadd.request_id"
 MAX_LOGGED_PATH = 512
@@ -36,6 +37,15 @@ def request_id(supplied: str | None) -> str:
     if supplied is not None and REQUEST_ID.fullmatch(supplied):
         return supplied
     return os.urandom(16).hex()
+
+
+def quoted(text: str) -> str:
+    """A JSON string; plain ASCII (the usual method and path) skips the encoder."""
+    if PLAIN.fullmatch(text):
+        return f'"{text}"'
+    if not text.isascii():  # WSGI strings carry bytes as latin-1; paths are UTF-8
+        text = text.encode("latin-1", "replace").decode("utf-8", "replace")
+    return json.dumps(text)
 
 
 class ObservedRequest(flask.Request):
@@ -100,10 +110,9 @@ class RequestObserver:
         method = environ.get("REQUEST_METHOD", "")
         self.metrics.observe_request(environ.get(RULE_KEY, "unmatched"), method, status, seconds)
         if self.access_log:
-            raw = environ.get("PATH_INFO", "")[:MAX_LOGGED_PATH]  # WSGI: bytes as latin-1
-            path = raw.encode("latin-1", "replace").decode("utf-8", "replace")
-            sys.stderr.write(LINE % (self.clock.stamp(time.time()), json.dumps(method),
-                                     json.dumps(path), status, seconds * 1000.0, rid))
+            path = environ.get("PATH_INFO", "")[:MAX_LOGGED_PATH]
+            sys.stderr.write(LINE % (self.clock.stamp(time.time()), quoted(method),
+                                     quoted(path), status, seconds * 1000.0, rid))
 
 
 class JSONFormatter(logging.Formatter):
