@@ -1,0 +1,219 @@
+"""Bounded HTTP load on 127.0.0.1 for benchmarks.http: wrk when installed, Python clients always.
+
+Both send one fixed POST body over a fixed number of connections for a fixed time, either
+keeping connections alive (what other services do) or asking the server to close each one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+TICKS = os.sysconf("SC_CLK_TCK")
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [==[%s]==]
+wrk.headers["Content-Type"] = "application/json"
+%s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {"requests": %%d, "seconds": %%.6f, "p50": %%.6f, ' ..
+    '"p99": %%.6f, "errors": %%d}\\n', summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1e6, latency:percentile(99) / 1e6,
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One load phase: answered requests, wall time, latency percentiles, failures."""
+
+    requests: int
+    seconds: float
+    p50: float
+    p99: float
+    errors: int
+    server_cpu: float = 0.0  # CPU seconds the server (master and workers) used meanwhile
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def _busy_ticks() -> int:
+    """Clock ticks every CPU spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:9]]
+    return sum(fields) - fields[3] - fields[4]
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, CPU ticks used: utime + stime) for every process now."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+def tree_ticks(root: int) -> int:
+    """CPU ticks used by a process and its live descendants (e.g. a gunicorn master)."""
+    table = _processes()
+    tree, total = {root}, table.get(root, (0, 0))[1]
+    for pid in sorted(table):  # children have larger pids than parents, nearly always
+        if table[pid][0] in tree:
+            tree.add(pid)
+            total += table[pid][1]
+    return total
+
+
+def _own_ticks() -> int:
+    """Ticks this process, its waited children and its live descendants have used."""
+    own = os.times()
+    waited = own.user + own.system + own.children_user + own.children_system
+    this = os.getpid()
+    return tree_ticks(this) - _processes()[this][1] + round(waited * TICKS)
+
+
+class OtherLoad:
+    """Share of the machine's CPUs that processes outside this run used, between two reads."""
+
+    def __init__(self) -> None:
+        self.start = (_busy_ticks(), _own_ticks(), time.monotonic())
+
+    def share(self) -> float:
+        """Other processes' CPU time over the interval, as a share of all CPUs."""
+        busy, own, now = _busy_ticks(), _own_ticks(), time.monotonic()
+        capacity = (now - self.start[2]) * TICKS * (os.cpu_count() or 1)
+        other = (busy - self.start[0]) - (own - self.start[1])
+        return max(0.0, other / capacity) if capacity else 0.0
+
+
+def merge(parts: list[Result]) -> Result:
+    """Halves of one phase as one: rates add up, p50 weighted by requests, the worse p99."""
+    requests = sum(p.requests for p in parts)
+    return Result(
+        requests=requests,
+        seconds=sum(p.seconds for p in parts),
+        p50=sum(p.p50 * p.requests for p in parts) / requests if requests else 0.0,
+        p99=max(p.p99 for p in parts),
+        errors=sum(p.errors for p in parts),
+        server_cpu=sum(p.server_cpu for p in parts),
+    )
+
+
+def wrk_available() -> str | None:
+    """wrk's version line, or None when it is not installed."""
+    if shutil.which("wrk") is None:
+        return None
+    out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
+    return (out.stdout or out.stderr).splitlines()[0].strip()
+
+
+def wrk(url: str, body: str, *, close: bool, seconds: int, threads: int = 2,
+        connections: int = 16) -> Result:
+    """Run wrk with a Lua script for the POST body; figures come from its done() hook."""
+    header = 'wrk.headers["Connection"] = "close"' if close else ""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT % (body, header))
+        script.flush()
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+             "-s", script.name, url],
+            capture_output=True, text=True, timeout=seconds + 30,
+        )
+    for line in out.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            return Result(**json.loads(line[len("WRK_JSON "):]))
+    raise RuntimeError(f"wrk gave no figures:\n{out.stdout}\n{out.stderr}")
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values (0 when there are none)."""
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
+
+
+def _client(host: str, port: int, path: str, body: bytes, headers: dict[str, str],
+            stop: float, latencies: list[float], errors: list[int]) -> None:
+    """One connection sending requests until `stop`; http.client reconnects after a close."""
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    clock = time.perf_counter
+    failed = 0
+    try:
+        while time.time() < stop:
+            began = clock()
+            try:
+                conn.request("POST", path, body, headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                failed += 1
+                continue
+            if response.status == 200:
+                latencies.append(clock() - began)
+            else:
+                failed += 1
+    finally:
+        conn.close()
+        errors.append(failed)
+
+
+def _process(host: str, port: int, path: str, body: bytes, close: bool, threads: int,
+             start: float, seconds: float) -> tuple[list[float], int, float]:
+    """A client process: `threads` connections from `start` for `seconds` (wall clock)."""
+    headers = {"Content-Type": "application/json"}
+    if close:
+        headers["Connection"] = "close"
+    latencies: list[float] = []
+    errors: list[int] = []
+    time.sleep(max(0.0, start - time.time()))
+    began = time.perf_counter()
+    workers = [
+        threading.Thread(target=_client, args=(host, port, path, body, headers,
+                                               start + seconds, latencies, errors))
+        for _ in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return latencies, sum(errors), time.perf_counter() - began
+
+
+def python_load(host: str, port: int, path: str, body: bytes, *, close: bool, seconds: float,
+                processes: int = 2, threads: int = 8) -> Result:
+    """Processes x threads persistent http.client connections (processes sidestep the GIL)."""
+    context = multiprocessing.get_context("spawn")
+    start = time.time() + 1.0  # every process is up before the clock starts
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        futures = [pool.submit(_process, host, port, path, body, close, threads, start, seconds)
+                   for _ in range(processes)]
+        parts = [future.result(timeout=seconds + 60) for future in futures]
+    latencies = sorted(value for part in parts for value in part[0])
+    return Result(
+        requests=len(latencies),
+        seconds=max(part[2] for part in parts),
+        p50=percentile(latencies, 50),
+        p99=percentile(latencies, 99),
+        errors=sum(part[1] for part in parts),
+    )
+
