@@ -11,7 +11,17 @@ from typing import Any
 
 from flask import Flask
 
-from service import errors, health, jobs_api, metrics, models_api, openapi, predict, reqlog
+from service import (
+    errors,
+    fastpath,
+    health,
+    jobs_api,
+    metrics,
+    models_api,
+    openapi,
+    predict,
+    reqlog,
+)
 from service.context import EXTENSION, Services
 from service.inputs import Limits
 from service.jobs import JobManager
@@ -44,6 +54,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "MIN_ACCURACY": ("RNNADD_MIN_ACCURACY", float, 1.0),
     "RELOAD_INTERVAL": ("RNNADD_RELOAD_INTERVAL", float, 1.0),
     "ACCESS_LOG": ("RNNADD_ACCESS_LOG", _flag, True),
+    "FAST_PATH": ("RNNADD_FAST_PATH", _flag, True),
 }
 
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -113,6 +124,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION] = Services(store, holder, app_metrics, limits, jobs)
 
     errors.register_error_handlers(app)
+    if app.config["FAST_PATH"]:
+        app.wsgi_app = fastpath.PredictFastPath(  # type: ignore[method-assign]
+            app.wsgi_app, holder, app_metrics, limits, app.config["MAX_BODY"]
+        )
     reqlog.install(app, app_metrics, app.config["ACCESS_LOG"])
     app.register_blueprint(
         predict.create_blueprint(holder, app_metrics, limits, app.config["MAX_BODY"])

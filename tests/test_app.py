@@ -14,7 +14,7 @@ def test_defaults() -> None:
     assert config == {
         "MODEL_DIR": str(DEFAULT_MODEL_DIR), "MAX_BITS": 4096, "MAX_BODY": 1024 * 1024,
         "MAX_BATCH": 10_000, "ADMIN_TOKEN": None, "MIN_ACCURACY": 1.0,
-        "RELOAD_INTERVAL": 1.0, "ACCESS_LOG": True,
+        "RELOAD_INTERVAL": 1.0, "ACCESS_LOG": True, "FAST_PATH": True,
     }
     assert Path(__file__).resolve().parent.parent / "models" == DEFAULT_MODEL_DIR
 
@@ -23,11 +23,12 @@ def test_every_setting_comes_from_its_variable() -> None:
     config = settings_from_env({
         "RNNADD_MODEL_DIR": "/srv/models", "RNNADD_MAX_BITS": "128", "RNNADD_MAX_BODY": "4096",
         "RNNADD_MAX_BATCH": "10", "RNNADD_ADMIN_TOKEN": " tok ", "RNNADD_MIN_ACCURACY": "0.5",
-        "RNNADD_RELOAD_INTERVAL": "0.25", "RNNADD_ACCESS_LOG": "off",
+        "RNNADD_RELOAD_INTERVAL": "0.25", "RNNADD_ACCESS_LOG": "off", "RNNADD_FAST_PATH": "0",
     })
     assert config == {
         "MODEL_DIR": "/srv/models", "MAX_BITS": 128, "MAX_BODY": 4096, "MAX_BATCH": 10,
         "ADMIN_TOKEN": "tok", "MIN_ACCURACY": 0.5, "RELOAD_INTERVAL": 0.25, "ACCESS_LOG": False,
+        "FAST_PATH": False,
     }
 
 
