@@ -64,6 +64,7 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._stopped = threading.Event()
 
     @property
     def ready(self) -> bool:
@@ -92,6 +93,22 @@ class ModelHolder:
         """Load the version named in CURRENT now, whatever the interval; True when ready."""
         self.refresh(force=True)
         return self.ready
+
+    def watch(self) -> threading.Thread:
+        """Follow CURRENT from a daemon thread too: idle workers switch, and no request waits."""
+        period = max(self.reload_interval, 0.05)
+
+        def loop() -> None:
+            while not self._stopped.wait(period):
+                self.refresh()
+
+        thread = threading.Thread(target=loop, name="rnnadd-model-watch", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        """End the watch thread, if any."""
+        self._stopped.set()
 
     def refresh(self, force: bool = False) -> None:
         """Stat CURRENT and swap in the version it names if it changed; never raises."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,19 @@ def test_the_app_follows_current_and_counts_failures(store: ModelStore) -> None:
     assert client.get("/readyz").status_code == 200
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "rnnadd_model_load_failures_total 1.0" in metrics
+
+
+def test_the_watch_thread_swaps_without_any_request(store: ModelStore) -> None:
+    holder = ModelHolder(store, reload_interval=0.05)
+    holder.load()
+    thread = holder.watch()
+    try:
+        new = clone_version(store, activate=True)
+        deadline = time.monotonic() + 10
+        while holder._model.version != new and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert holder._model.version == new
+    finally:
+        holder.stop()
+        thread.join(5)
+    assert not thread.is_alive()
