@@ -92,3 +92,20 @@ def test_child_exit_drops_the_dead_workers_live_gauges(
     conf = load(monkeypatch, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     conf["child_exit"](None, SimpleNamespace(pid=4242))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_4242.db"]
+
+
+def test_worker_class_keeps_connections_alive_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load(monkeypatch)
+    assert (conf["worker_class"], conf["threads"]) == ("gthread", 4)
+    conf = load(monkeypatch, RNNADD_WORKER_CLASS="sync", RNNADD_THREADS="1")
+    assert (conf["worker_class"], conf["threads"]) == ("sync", 1)
+
+
+def test_each_worker_starts_watching_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+    holder = SimpleNamespace(watch=lambda: started.append(True))
+    worker = SimpleNamespace(wsgi=SimpleNamespace(extensions={"rnnadd": SimpleNamespace(
+        holder=holder)}))
+    load(monkeypatch)["post_worker_init"](worker)
+    assert started == [True]
+    load(monkeypatch)["post_worker_init"](SimpleNamespace(wsgi=object()))  # another app: no-op
