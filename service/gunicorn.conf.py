@@ -7,6 +7,7 @@ prometheus_client's multiprocess mode before any worker imports it, and tidy it 
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import shutil
@@ -40,6 +41,12 @@ BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 _created_metrics_dir: list[str] = []
 
+# glibc returns every large buffer (a 10,000-pair answer is about 1 MB) to the kernel at once
+# and maps it anew on the next request; keeping them in the heap made batches markedly faster.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MALLOC_SETTINGS = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 128 << 20))
+MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
 
 def on_starting(server: Any) -> None:
     """Before any worker exists: pin BLAS threads and prepare the multiprocess metrics dir."""
@@ -55,6 +62,19 @@ def on_starting(server: Any) -> None:
         for stale in glob.glob(os.path.join(path, "*.db")):  # figures of an earlier run
             os.remove(stale)
     server.log.info("prometheus multiprocess metrics in %s", path)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In each worker: raise glibc's malloc thresholds unless the operator tuned them."""
+    if any(name in os.environ for name in MALLOC_ENV):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+    for param, value in MALLOC_SETTINGS:
+        mallopt(param, value)
 
 
 def post_worker_init(worker: Any) -> None:

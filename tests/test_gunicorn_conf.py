@@ -109,3 +109,18 @@ def test_each_worker_starts_watching_current(monkeypatch: pytest.MonkeyPatch) ->
     load(monkeypatch)["post_worker_init"](worker)
     assert started == [True]
     load(monkeypatch)["post_worker_init"](SimpleNamespace(wsgi=object()))  # another app: no-op
+
+
+def test_post_fork_raises_malloc_thresholds_unless_tuned(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+    fake_libc = SimpleNamespace(mallopt=lambda param, value: calls.append((param, value)))
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    conf = load(monkeypatch)
+    monkeypatch.setattr(conf["ctypes"], "CDLL", lambda name: fake_libc)
+    conf["post_fork"](None, None)
+    assert calls == [(-3, 32 << 20), (-1, 128 << 20)]
+    calls.clear()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000")
+    conf["post_fork"](None, None)
+    assert calls == []
