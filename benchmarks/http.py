@@ -20,6 +20,7 @@ import runpy
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -185,11 +186,10 @@ def timed(server: Server, run: Callable[[], load.Result]) -> load.Result:
     return dataclasses.replace(result, server_cpu=used)
 
 
-def line(label: str, result: load.Result, base: load.Result | None = None) -> str:
-    """A row: req/s, latency percentiles, errors, and the ratio to the bare endpoint."""
+def line(label: str, result: load.Result, share: float | None = None) -> str:
+    """A row: req/s, latency percentiles, server CPU, errors, and the share of the bare rate."""
     ratio = ""
-    if base is not None and base.rate:
-        share = result.rate / base.rate
+    if share is not None:
         verdict = "meets" if share >= RATIO_TARGET else "misses"
         ratio = f"  {share:6.1%} of bare ({verdict} {RATIO_TARGET:.0%})"
     cpu = result.server_cpu / result.requests * 1e6 if result.requests else 0.0
@@ -200,7 +200,11 @@ def line(label: str, result: load.Result, base: load.Result | None = None) -> st
 
 def single_pair(bare: Server, service: Server, args: argparse.Namespace,
                 use_wrk: bool) -> dict[str, tuple[float, float]]:
-    """Each client pattern in halves, bare-service-service-bare, so drifting load cancels."""
+    """Each client pattern in short rounds alternating the two servers; the median share.
+
+    Other work on the machine comes and goes; alternating and taking the median of the
+    per-round shares keeps a burst of it from deciding the comparison.
+    """
     body = json.dumps(PAIR)
     phases = [("python", f"python 2 procs x 8 conns {args.python_seconds:g}s")]
     if use_wrk:
@@ -208,23 +212,30 @@ def single_pair(bare: Server, service: Server, args: argparse.Namespace,
     figures: dict[str, tuple[float, float]] = {}
     for tool, title in phases:
         for mode, close in (("keep-alive", False), ("close", True)):
-            halves: dict[str, list[load.Result]] = {"bare": [], "service": []}
+            rounds: list[dict[str, load.Result]] = []
             others = load.OtherLoad()
-            for server in (bare, service, service, bare):
-                if tool == "wrk":
-                    run = functools.partial(
-                        load.wrk, f"http://{HOST}:{server.port}/v1/predict", body,
-                        close=close, seconds=max(1, args.seconds // 2))
-                else:
-                    run = functools.partial(
-                        load.python_load, HOST, server.port, "/v1/predict", body.encode(),
-                        close=close, seconds=args.python_seconds / 2)
-                halves[server.name].append(timed(server, run))
-            base, ours = load.merge(halves["bare"]), load.merge(halves["service"])
-            print(f" {title} {mode} (other processes used {others.share():.0%} of the CPUs)")
+            for index in range(args.rounds):
+                got = {}
+                for server in (bare, service) if index % 2 == 0 else (service, bare):
+                    if tool == "wrk":
+                        run = functools.partial(
+                            load.wrk, f"http://{HOST}:{server.port}/v1/predict", body,
+                            close=close, seconds=max(1, args.seconds // args.rounds))
+                    else:
+                        run = functools.partial(
+                            load.python_load, HOST, server.port, "/v1/predict", body.encode(),
+                            close=close, seconds=args.python_seconds / args.rounds)
+                    got[server.name] = timed(server, run)
+                rounds.append(got)
+            base = load.merge([r["bare"] for r in rounds])
+            ours = load.merge([r["service"] for r in rounds])
+            share = statistics.median(
+                r["service"].rate / r["bare"].rate if r["bare"].rate else 0.0 for r in rounds)
+            print(f" {title} {mode}, {args.rounds} rounds (other processes used "
+                  f"{others.share():.0%} of the CPUs)")
             print(line("bare Flask endpoint", base))
-            print(line("service /v1/predict", ours, base), flush=True)
-            figures[f"{tool} {mode}"] = (ours.rate, ours.rate / base.rate if base.rate else 0.0)
+            print(line("service /v1/predict", ours, share), flush=True)
+            figures[f"{tool} {mode}"] = (ours.rate, share)
     return figures
 
 
@@ -272,9 +283,11 @@ def main() -> None:
                         help=f"worker setups to compare (default: the configured {configured}, "
                              f"then {other})")
     parser.add_argument("--seconds", type=int, default=10,
-                        help="wrk time per endpoint and client pattern, in two halves")
+                        help="wrk time per endpoint and client pattern, over all rounds")
     parser.add_argument("--python-seconds", type=float, default=5.0,
-                        help="Python client time per endpoint and client pattern, in two halves")
+                        help="Python client time per endpoint and client pattern")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternations of bare and service per client pattern")
     parser.add_argument("--batch-seconds", type=float, default=10.0)
     parser.add_argument("--no-wrk", action="store_true", help="Python clients only")
     parser.add_argument("--batch-only", action="store_true", help="skip single-pair phases")
@@ -303,7 +316,7 @@ def main() -> None:
                 bare, service, args, wrk_version is not None)
             pairs = batch(service, body, args.batch_seconds)
         summary.append((workers, figures, pairs))
-    print("\nSummary: service req/s (share of bare) by client pattern; batch pairs/s")
+    print("\nSummary: service req/s (median share of bare) by client pattern; batch pairs/s")
     for workers, figures, pairs in summary:
         cells = "  ".join(f"{k} {rate:,.0f} ({share:.0%})" for k, (rate, share) in figures.items())
         print(f"  {workers!s:32s} {cells}  batch {pairs:,.0f}")

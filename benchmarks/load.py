@@ -106,7 +106,7 @@ class OtherLoad:
 
 
 def merge(parts: list[Result]) -> Result:
-    """Halves of one phase as one: rates add up, p50 weighted by requests, the worse p99."""
+    """Parts of one phase as one: rates add up, p50 weighted by requests, the worst p99."""
     requests = sum(p.requests for p in parts)
     return Result(
         requests=requests,
@@ -203,7 +203,7 @@ def python_load(host: str, port: int, path: str, body: bytes, *, close: bool, se
                 processes: int = 2, threads: int = 8) -> Result:
     """Processes x threads persistent http.client connections (processes sidestep the GIL)."""
     context = multiprocessing.get_context("spawn")
-    start = time.time() + 1.0  # every process is up before the clock starts
+    start = time.time() + 0.5  # every process is up before the clock starts
     with ProcessPoolExecutor(processes, mp_context=context) as pool:
         futures = [pool.submit(_process, host, port, path, body, close, threads, start, seconds)
                    for _ in range(processes)]
