@@ -18,8 +18,8 @@ wsgi_app = "service.app:create_app()"
 bind = [os.environ.get("RNNADD_BIND", "127.0.0.1:8000")]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gthread keeps client connections alive, which sync workers cannot (they close every one).
-# Measured with wrk -t2 -c16 on 2 busy cores, single-pair /v1/predict: gthread x4 with
-# keep-alive about 6,600 req/s, sync about 3,400 (each also the bare-Flask figure within noise).
+# Measured with wrk -t2 -c16 keep-alive on 2 shared cores, single-pair /v1/predict: gthread x4
+# about 6,600 req/s, sync about 2,400 (it closes every connection); bare Flask alike within noise.
 worker_class = os.environ.get("RNNADD_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("RNNADD_THREADS", "4"))
 timeout = int(os.environ.get("RNNADD_TIMEOUT", "30"))  # a stuck worker is killed and replaced
