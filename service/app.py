@@ -50,6 +50,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "MAX_BITS": ("RNNADD_MAX_BITS", int, 4096),
     "MAX_BODY": ("RNNADD_MAX_BODY", int, 1024 * 1024),
     "MAX_BATCH": ("RNNADD_MAX_BATCH", int, 10_000),
+    "MAX_WORK": ("RNNADD_MAX_WORK", int, 2_560_000),
     "ADMIN_TOKEN": ("RNNADD_ADMIN_TOKEN", _token, None),
     "MIN_ACCURACY": ("RNNADD_MIN_ACCURACY", float, 1.0),
     "RELOAD_INTERVAL": ("RNNADD_RELOAD_INTERVAL", float, 1.0),
@@ -61,6 +62,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "MAX_BITS": (2, MAX_SAFE_BITS),
     "MAX_BODY": (64, 1 << 30),
     "MAX_BATCH": (1, 1_000_000),
+    "MAX_WORK": (MAX_SAFE_BITS, 10**9),
     "MIN_ACCURACY": (0.0, 1.0),
     "RELOAD_INTERVAL": (0.0, 3600.0),
 }
@@ -118,7 +120,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     holder = ModelHolder(store, app.config["RELOAD_INTERVAL"], events=app_metrics)
     if not holder.load():
         log.error("starting without a model (/readyz answers 503): %s", holder.reason)
-    limits = Limits(max_bits=app.config["MAX_BITS"], max_batch=app.config["MAX_BATCH"])
+    limits = Limits(app.config["MAX_BITS"], app.config["MAX_BATCH"], app.config["MAX_WORK"])
     jobs = JobManager(store.root, app.config["MIN_ACCURACY"])
     app_metrics.add_jobs_collector(lambda: jobs.list(limit=None))
     app.extensions[EXTENSION] = Services(store, holder, app_metrics, limits, jobs)

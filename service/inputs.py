@@ -24,6 +24,7 @@ class Limits:
 
     max_bits: int
     max_batch: int
+    max_work: int = 2_560_000  # pairs x bits per request: 10,000 pairs of 256 bits
     max_input_bits: int = field(init=False)
     max_digits: int = field(init=False)
 
@@ -149,6 +150,16 @@ def parse_bits(body: dict[str, Any], longest: int, model_bits: int, limits: Limi
             field="bits",
         )
     return bits
+
+
+def check_work(pairs: int, bits: int, limits: Limits) -> None:
+    """Bound pairs x bits, so a small body cannot ask for seconds of CPU and gigabytes."""
+    if pairs * bits > limits.max_work:
+        raise PayloadTooLarge(
+            f"{pairs} pairs of {bits} bits is {pairs * bits} pair-bits of work; at most "
+            f"{limits.max_work} are allowed per request (fewer pairs or fewer bits).",
+            field="pairs",
+        )
 
 
 def parse_pair_body(body: dict[str, Any], limits: Limits) -> tuple[int, int]:

@@ -8,7 +8,14 @@ import operator
 
 from flask import Blueprint, Response, request
 
-from service.inputs import Limits, parse_bits, parse_pair_body, parse_pairs, read_json
+from service.inputs import (
+    Limits,
+    check_work,
+    parse_bits,
+    parse_pair_body,
+    parse_pairs,
+    read_json,
+)
 from service.metrics import Metrics
 from service.model import LoadedModel, ModelHolder
 
@@ -85,6 +92,7 @@ def create_blueprint(
         a, b, longest = parse_pairs(body, limits)
         model = holder.get()
         bits = parse_bits(body, longest, model.bits, limits)
+        check_work(len(a), bits, limits)
         text = predict_many(model, a, b, bits)
         metrics.add_pairs(len(a))
         return Response(text, mimetype=JSON)

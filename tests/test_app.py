@@ -13,7 +13,7 @@ def test_defaults() -> None:
     config = settings_from_env({})
     assert config == {
         "MODEL_DIR": str(DEFAULT_MODEL_DIR), "MAX_BITS": 4096, "MAX_BODY": 1024 * 1024,
-        "MAX_BATCH": 10_000, "ADMIN_TOKEN": None, "MIN_ACCURACY": 1.0,
+        "MAX_BATCH": 10_000, "MAX_WORK": 2_560_000, "ADMIN_TOKEN": None, "MIN_ACCURACY": 1.0,
         "RELOAD_INTERVAL": 1.0, "ACCESS_LOG": True, "FAST_PATH": True,
     }
     assert Path(__file__).resolve().parent.parent / "models" == DEFAULT_MODEL_DIR
@@ -22,11 +22,13 @@ def test_defaults() -> None:
 def test_every_setting_comes_from_its_variable() -> None:
     config = settings_from_env({
         "RNNADD_MODEL_DIR": "/srv/models", "RNNADD_MAX_BITS": "128", "RNNADD_MAX_BODY": "4096",
-        "RNNADD_MAX_BATCH": "10", "RNNADD_ADMIN_TOKEN": " tok ", "RNNADD_MIN_ACCURACY": "0.5",
+        "RNNADD_MAX_BATCH": "10", "RNNADD_MAX_WORK": "20000", "RNNADD_ADMIN_TOKEN": " tok ",
+        "RNNADD_MIN_ACCURACY": "0.5",
         "RNNADD_RELOAD_INTERVAL": "0.25", "RNNADD_ACCESS_LOG": "off", "RNNADD_FAST_PATH": "0",
     })
     assert config == {
         "MODEL_DIR": "/srv/models", "MAX_BITS": 128, "MAX_BODY": 4096, "MAX_BATCH": 10,
+        "MAX_WORK": 20_000,
         "ADMIN_TOKEN": "tok", "MIN_ACCURACY": 0.5, "RELOAD_INTERVAL": 0.25, "ACCESS_LOG": False,
         "FAST_PATH": False,
     }
@@ -48,6 +50,7 @@ def test_a_malformed_variable_fails_at_startup_naming_it(name: str, value: str) 
 @pytest.mark.parametrize(("key", "value"), [
     ("MAX_BITS", 1), ("MAX_BITS", 20_000), ("MAX_BODY", 0), ("MAX_BATCH", 0),
     ("MIN_ACCURACY", 1.5), ("RELOAD_INTERVAL", -1), ("MAX_BATCH", True), ("MAX_BITS", "64"),
+    ("MAX_WORK", 4096),
 ])
 def test_out_of_range_settings_are_refused(key: str, value: object) -> None:
     config = {**settings_from_env({}), key: value}

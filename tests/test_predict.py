@@ -230,6 +230,22 @@ def test_batch_limit_is_configurable(model_dir: Path) -> None:
     problem(post(small, BATCH, {"pairs": [[1, 2]] * 3}), 413, "pairs")
 
 
+def test_batch_work_is_bounded(client: FlaskClient, contract: Contract) -> None:
+    assert post(client, BATCH, {"pairs": [[1, 2]] * 10_000, "bits": 256}).status_code == 200
+    response = post(client, BATCH, {"pairs": [[1, 2]] * 10_000, "bits": 257})
+    contract.check(response, BATCH, "POST")
+    assert "pair-bits" in problem(response, 413, "pairs")["detail"]
+    wide = post(client, BATCH, {"pairs": [[1, 2]] * 625, "bits": 4096})
+    assert wide.status_code == 200 and len(wide.get_json()["results"]) == 625
+
+
+def test_work_limit_is_configurable(model_dir: Path) -> None:
+    small = create_app({"MODEL_DIR": str(model_dir), "MAX_WORK": 14_000}).test_client()
+    assert post(small, BATCH, {"pairs": [[1, 2]] * 1000, "bits": 14}).status_code == 200
+    problem(post(small, BATCH, {"pairs": [[1, 2]] * 1000, "bits": 15}), 413, "pairs")
+    assert post(small, PREDICT, {"a": 1, "b": 2, "bits": 4096}).status_code == 200
+
+
 BAD_BATCH = [
     ({}, "pairs"),
     ({"pairs": None}, "pairs"),
