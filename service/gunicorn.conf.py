@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import json
 import os
 import shutil
 import tempfile
@@ -48,8 +49,22 @@ MALLOC_SETTINGS = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 128 << 20))
 MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
+def write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own answer to a malformed request, as problem+json instead of HTML."""
+    from gunicorn import util
+
+    body = json.dumps({"type": f"urn:rnnadd:problem:http-{status_int}", "title": reason,
+                       "status": status_int, "detail": mesg}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def on_starting(server: Any) -> None:
-    """Before any worker exists: pin BLAS threads and prepare the multiprocess metrics dir."""
+    """Before any worker exists: pin BLAS threads, prepare the metrics dir, JSON errors."""
+    from gunicorn import util
+
+    util.write_error = write_problem  # workers look it up at call time (too-long URIs etc.)
     for name in BLAS_THREADS:
         os.environ.setdefault(name, "1")
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -124,3 +126,18 @@ def test_post_fork_raises_malloc_thresholds_unless_tuned(monkeypatch: pytest.Mon
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000")
     conf["post_fork"](None, None)
     assert calls == []
+
+
+def test_gunicorn_protocol_errors_are_problem_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load(monkeypatch)
+    left, right = socket.socketpair()
+    with left, right:
+        conf["write_problem"](left, 414, "URI Too Long", "line <script> too long")
+        left.shutdown(socket.SHUT_WR)
+        raw = b"".join(iter(lambda: right.recv(4096), b""))
+    head, body = raw.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 414 URI Too Long")
+    assert b"Content-Type: application/problem+json" in head
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert json.loads(body) == {"type": "urn:rnnadd:problem:http-414", "title": "URI Too Long",
+                                "status": 414, "detail": "line <script> too long"}

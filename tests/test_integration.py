@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -147,3 +148,30 @@ def test_no_control_socket_and_own_metrics_dir_removed(tmp_path: Path) -> None:
     assert server.proc.returncode == 0  # SIGTERM is a graceful, successful shutdown
     assert not created[0].exists()
     assert not (tmp_path / ".gunicorn").exists()  # HOME is tmp_path: no control socket made
+
+
+def raw_request(server: servers.Server, data: bytes) -> tuple[bytes, bytes]:
+    """Send bytes as they are (no HTTP client would) and return the head and body of the answer."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize(("data", "status"), [
+    (b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+    (b"G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400),
+])
+def test_malformed_http_is_answered_as_problem_json(
+    server: servers.Server, data: bytes, status: int
+) -> None:
+    head, body = raw_request(server, data)
+    assert head.split(b" ", 2)[1] == str(status).encode()
+    assert b"content-type: application/problem+json" in head.lower()
+    assert json.loads(body)["status"] == status
