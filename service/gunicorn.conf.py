@@ -19,8 +19,11 @@ wsgi_app = "service.app:create_app()"
 bind = [os.environ.get("RNNADD_BIND", "127.0.0.1:8000")]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gthread keeps client connections alive, which sync workers cannot (they close every one).
-# Measured with wrk -t2 -c16 keep-alive on 2 shared cores, single-pair /v1/predict: gthread x4
-# about 6,600 req/s, sync about 2,400 (it closes every connection); bare Flask alike within noise.
+# `python -m benchmarks.http --setups gthread:4 gthread:2 sync` (servers interleaved, 2 cores
+# shared with the clients, single-pair /v1/predict, medians of 4 runs): keep-alive clients get
+# about 4,600 req/s from gthread x4 against 4,000 from sync with wrk, 3,900 against 2,600 with
+# Python clients; clients that close each connection get about 3,300 against 3,900, and sync has
+# the lower p99 (7-9 ms against 16-26). Other services reuse connections, hence gthread.
 worker_class = os.environ.get("RNNADD_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("RNNADD_THREADS", "4"))
 timeout = int(os.environ.get("RNNADD_TIMEOUT", "30"))  # a stuck worker is killed and replaced
