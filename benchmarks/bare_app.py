@@ -13,7 +13,7 @@ from flask import Flask, Response
 # the shape and size of the service's answer to {"a": 100, "b": 27}
 BODY = (
     b'{"a": 100, "b": 27, "bits": 8, "binary": "01111111", "decimal": 127, '
-    b'"correct": true, "model_version": "20261129T024602Z-afa0e9"}'
+    b'"correct": true, "model_version": "20261129T030818Z-48dce8"}'
 )
 # environment variables that change how a worker computes or allocates
 SETUP_ENV = ("OPENBLAS", "OMP_", "MKL_", "MALLOC_", "GLIBC_TUNABLES", "WEB_CONCURRENCY")
