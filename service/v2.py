@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from service import oip
 from service.context import services
 from service.errors import APIError, render_errors_under
-from service.inputs import parse_bits
+from service.inputs import check_work, parse_bits
 from service.model import LoadedModel
 from service.openapi import SPEC_PATH
 from training.store import ModelError, VersionNotFound
@@ -114,6 +114,7 @@ def infer(model_name: str, version: str | None = None) -> Response:
     limits = services().limits
     req = oip.parse_infer_request(_body(), request.headers.get(oip.HEADER_LENGTH), limits)
     bits = parse_bits(req.parameters, req.longest, model.bits, limits)
+    check_work(len(req.a), bits, limits)
     sums = model.predictor.add(req.a, req.b, bits)
     services().metrics.add_pairs(len(sums))
     header: dict[str, Any] = {"model_name": oip.MODEL_NAME, "model_version": model.version}

@@ -542,6 +542,11 @@ def test_limits_are_those_of_v1(stored: tuple[Path, str, str]) -> None:
     bomb = gzip.compress(b" " * 100_000)
     assert_error(client.post(INFER, data=bomb, headers={"Content-Encoding": "gzip"}), 413,
                  "decompressed body exceeds")
+    bounded = make_app(stored[0], MAX_WORK=14_000).test_client()  # pairs x bits, as in /v1
+    wide = pairs(["1"] * 4, ["1"] * 4, "BYTES", parameters={"bits": 4000})
+    assert_error(bounded.post(INFER, json=wide), 413, "pair-bits of work")
+    assert bounded.post(INFER, json=pairs(["1"] * 3, ["1"] * 3, "BYTES",
+                                          parameters={"bits": 4000})).status_code == 200
 
 
 @pytest.mark.parametrize(("headers", "data", "status", "fragment"), [
