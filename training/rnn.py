@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 Params = dict[str, np.ndarray]
-WEIGHTS = ("w_i", "w_h", "w_o")
-BIASES = ("b_h", "b_o")
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
