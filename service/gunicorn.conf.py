@@ -98,6 +98,9 @@ def post_fork(server: Any, worker: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """Each worker also follows CURRENT from a background thread, so an idle worker (or one
     whose clients keep their connections to another) switches versions too."""
+    from service import single_write  # status, headers and body in one send: see its docstring
+
+    single_write.install()
     services = getattr(worker.wsgi, "extensions", {}).get("rnnadd")
     if services is not None:
         services.holder.watch()
