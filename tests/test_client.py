@@ -1,4 +1,5 @@
-"""service.client: retry policy and typed errors, then the client and CLI against real gunicorn."""
+"""rnnadd_client (the installed distribution): retry policy, typed errors and the CLI's parsing,
+then the client and the `rnnadd` command against a real gunicorn."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
-
-from service.client import (
+from rnnadd_client import (
     Client,
     ClientError,
     JobTimeout,
@@ -20,7 +21,11 @@ from service.client import (
     ServerError,
     TransportError,
 )
+from rnnadd_client.cli import build_parser
+
 from tests import servers
+
+RNNADD = Path(sys.executable).with_name("rnnadd")  # the console script installed beside python
 
 TERMINAL = ("succeeded", "failed", "rejected")
 
@@ -118,6 +123,66 @@ def test_retrain_wait_polls_until_terminal_or_times_out(monkeypatch: pytest.Monk
     assert info.value.body["status"] == "running"
 
 
+def test_cancel_activate_and_trace_send_what_the_server_expects() -> None:
+    client = Client("http://x", token="t")
+    sent: list[tuple[str, str, object]] = []
+
+    def request(method: str, url: str, **kwargs: object) -> FakeResponse:
+        sent.append((method, url, kwargs["json"]))
+        assert kwargs["headers"]["Authorization"] == "Bearer t"  # type: ignore[index]
+        return FakeResponse(200, {})
+
+    client.session.request = request  # type: ignore[method-assign]
+    client.cancel("j/1")
+    client.activate("v1", force=True)
+    client.activate("v1")
+    client.predict("12345678901234567890", 1, trace=True)
+    assert sent == [
+        ("DELETE", "http://x/v1/jobs/j%2F1", None),
+        ("POST", "http://x/v1/models/v1/activate", {"force": True}),
+        ("POST", "http://x/v1/models/v1/activate", {}),
+        ("POST", "http://x/v1/predict", {"a": "12345678901234567890", "b": 1, "trace": True}),
+    ]
+
+
+def test_cli_passes_retrain_parameters_through_without_bounds() -> None:
+    from rnnadd_client.cli import retrain_params
+
+    args = build_parser().parse_args(
+        ["retrain", "--hidden-size", "100000", "--seed", "3", "--no-activate",
+         "--param", "learning_rate=0.5", "--param", "optimizer=adam", "--param", "new-knob=true"])
+    assert retrain_params(args) == {"hidden_size": 100000, "seed": 3, "activate": False,
+                                    "learning_rate": 0.5, "optimizer": "adam", "new_knob": True}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["retrain", "--param", "no-equals-sign"])
+
+
+def test_every_subcommand_and_flag_has_help() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    assert set(commands.choices) >= {"predict", "batch", "model", "models", "retrain", "activate",
+                                     "jobs", "job", "cancel", "health", "ready"}
+    listed = {choice.dest for choice in commands._choices_actions}
+    assert listed == set(commands.choices), "a subcommand without a help line"
+    for name, sub in commands.choices.items():
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_the_package_stands_alone(tmp_path: Path) -> None:
+    """Imported from outside the checkout, it needs neither service nor training."""
+    code = ("import sys, rnnadd_client; "
+            "assert not {'service', 'training', 'flask', 'numpy'} & set(sys.modules), "
+            "sorted(sys.modules); print(rnnadd_client.__version__)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr
+    helped = subprocess.run([str(RNNADD), "cancel", "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert helped.returncode == 0 and "stop a queued or running retrain job" in helped.stdout
+
+
 # --- against a real gunicorn with 2 workers ---------------------------------------------------
 
 
@@ -136,13 +201,13 @@ def admin(server: servers.Server) -> Iterator[Client]:
 
 
 def cli(server: servers.Server, *args: str, token: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m service.client` against the server."""
-    env = {k: v for k, v in os.environ.items() if k != "RNNADD_ADMIN_TOKEN"}
+    """Run the installed `rnnadd` command against the server, from outside the checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RNNADD_ADMIN_TOKEN", "RNNADD_URL")}
     if token:
         env["RNNADD_ADMIN_TOKEN"] = server.token
-    cmd = [sys.executable, "-m", "service.client", "--url", server.url, *args]
+    cmd = [str(RNNADD), "--url", server.url, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env,
-                          cwd=servers.ROOT)
+                          cwd=server.model_dir.parent)
 
 
 def serve_everywhere(server: servers.Server, client: Client, version: str) -> None:

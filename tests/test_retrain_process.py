@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+from rnnadd_client import Client
 
-from service.client import Client
 from service.jobs import JobManager
 from tests import servers
 
