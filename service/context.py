@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from service.inputs import Limits
 from service.jobs import JobManager
 from service.metrics import Metrics
 from service.model import ModelHolder
+from service.runtime import Runtime
+from service.settings import Settings
 from training.store import ModelStore
 
 EXTENSION = "rnnadd"
@@ -17,12 +18,13 @@ EXTENSION = "rnnadd"
 
 @dataclass(frozen=True)
 class Services:
-    """The app's model store, model holder, metrics, limits and job manager."""
+    """The app's settings, model store, model holder, inference core, metrics and jobs."""
 
+    settings: Settings
     store: ModelStore
     holder: ModelHolder
+    runtime: Runtime
     metrics: Metrics
-    limits: Limits
     jobs: JobManager
 
 

@@ -1,10 +1,14 @@
-"""Every error the API returns, as RFC 9457 problem details, mapped in one place."""
+"""Every error the API returns, from one class hierarchy, rendered in one place.
+
+/v1 answers RFC 9457 problem documents; /v2 answers the Open Inference Protocol's
+{"error": "..."} objects. Which one is decided by the path (or by the error being a V2Error),
+so the inference core can raise the same errors for both protocols.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from flask import Flask, Response, current_app, request
@@ -12,13 +16,15 @@ from werkzeug.exceptions import HTTPException
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:rnnadd:problem:"
-PATH_RENDERERS = "rnnadd.path_error_renderers"
+V2_PREFIX = "/v2"
+
+log = logging.getLogger("rnnadd.errors")
 
 
 class APIError(Exception):
-    """An error the client can act on; carries everything the problem document needs."""
+    """An error the client can act on; carries everything either error body needs."""
 
-    status: ClassVar[int] = 500
+    status: int = 500
     title: ClassVar[str] = "Internal Server Error"
     slug: ClassVar[str] = "internal-error"
 
@@ -29,12 +35,15 @@ class APIError(Exception):
         field: str | None = None,
         headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
         self.headers = headers or {}
         self.extra = extra or {}
+        if status is not None:
+            self.status = status
 
     @property
     def type(self) -> str:
@@ -81,9 +90,15 @@ class MethodNotAllowed(APIError):
 
 
 class Conflict(APIError):
-    """The request clashes with the current state (a running job, an invalid model)."""
+    """The request clashes with the current state (a running job, a version that fails)."""
 
     status, title, slug = 409, "Conflict", "conflict"
+
+
+class GateFailed(Conflict):
+    """A version that fails the promotion gate may not go live unless forced."""
+
+    slug = "gate-failed"
 
 
 class PayloadTooLarge(APIError):
@@ -99,9 +114,29 @@ class UnsupportedMediaType(APIError):
 
 
 class ServiceUnavailable(APIError):
-    """No valid model is loaded (yet)."""
+    """No valid model is loaded (yet), or the model directory cannot be written."""
 
     status, title, slug = 503, "Service Unavailable", "service-unavailable"
+
+
+class InsufficientStorage(APIError):
+    """The model directory is full: nothing new can be saved."""
+
+    status, title, slug = 507, "Insufficient Storage", "insufficient-storage"
+
+
+class V2Error(APIError):
+    """A request the Open Inference Protocol rejects; always rendered as {"error": ...}."""
+
+    status, title, slug = 400, "Bad Request", "inference-request"
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message, status=status)
+
+    @property
+    def message(self) -> str:
+        """The protocol calls the detail its error message."""
+        return self.detail
 
 
 _HTTP_DETAILS: dict[int, tuple[type[APIError], str]] = {
@@ -113,9 +148,18 @@ _HTTP_DETAILS: dict[int, tuple[type[APIError], str]] = {
 }
 
 
-def problem_response(error: APIError) -> Response:
-    """Serialize a problem directly, skipping Flask's sorted JSON provider."""
-    response = Response(json.dumps(error.to_dict()), status=error.status, mimetype=PROBLEM_JSON)
+def is_v2(path: str) -> bool:
+    """Paths whose errors speak the Open Inference Protocol."""
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def render(error: APIError, path: str) -> Response:
+    """The one serializer of errors: {"error"} under /v2, a problem document elsewhere."""
+    if isinstance(error, V2Error) or is_v2(path):
+        body, mimetype = {"error": error.detail}, "application/json"
+    else:
+        body, mimetype = error.to_dict(), PROBLEM_JSON
+    response = Response(json.dumps(body) + "\n", status=error.status, mimetype=mimetype)
     for name, value in error.headers.items():
         response.headers[name] = value
     return response
@@ -124,60 +168,37 @@ def problem_response(error: APIError) -> Response:
 def from_http_exception(exc: HTTPException) -> APIError:
     """Translate werkzeug's routing and body errors so nothing is ever answered in HTML."""
     known = _HTTP_DETAILS.get(exc.code or 500)
-    if known is None:
-        return _generic(exc)
-    cls, template = known
-    detail = template.format(
-        path=request.path,
-        method=request.method,
-        max_body=current_app.config.get("MAX_CONTENT_LENGTH"),
-    )
     headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+    if known is None:
+        error = APIError(exc.description or "The request failed.", status=exc.code or 500)
+        error.headers = headers
+        return error
+    cls, template = known
+    detail = template.format(path=request.path, method=request.method,
+                             max_body=current_app.config.get("MAX_CONTENT_LENGTH"))
     return cls(detail, headers=headers)
 
 
-def _generic(exc: HTTPException) -> APIError:
-    """Keep the status of any other HTTP error werkzeug raises, still as a problem."""
-    error = APIError(exc.description or "The request failed.")
-    error.status = exc.code or 500  # type: ignore[misc]
-    error.title = exc.name  # type: ignore[misc]
-    error.slug = "http-" + str(error.status)  # type: ignore[misc]
-    return error
-
-
-Renderer = Callable[[HTTPException], Response]
-
-
-def render_errors_under(app: Flask, prefix: str, render: Renderer) -> None:
-    """Let another protocol (e.g. /v2) answer 404/405 under its prefix in its own format.
-
-    Routing errors happen before any blueprint is chosen, so only the app-level handler sees
-    them; this costs nothing on requests that route, unlike a before_app_request hook.
-    """
-    app.extensions.setdefault(PATH_RENDERERS, []).append((prefix.rstrip("/"), render))
+def unexpected(exc: BaseException, environ: dict[str, Any]) -> APIError:
+    """Log a bug with its traceback and request id; the client gets the id, not the trace."""
+    request_id = environ.get("rnnadd.request_id")
+    log.error("unhandled error on %s %s (request_id=%s)", environ.get("REQUEST_METHOD"),
+              environ.get("PATH_INFO"), request_id, exc_info=exc)
+    return APIError("An unexpected error occurred; it has been logged.",
+                    extra={"request_id": request_id} if request_id else None)
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Install the single mapping from exceptions to problem documents."""
-    log = logging.getLogger("rnnadd.errors")
+    """Install the single mapping from exceptions to error bodies."""
 
     @app.errorhandler(APIError)
     def _api_error(error: APIError) -> Response:
-        return problem_response(error)
+        return render(error, request.path)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        path = request.path
-        for prefix, render in app.extensions.get(PATH_RENDERERS, ()):
-            if path == prefix or path.startswith(prefix + "/"):
-                return render(exc)
-        return problem_response(from_http_exception(exc))
+        return render(from_http_exception(exc), request.path)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        request_id = request.environ.get("rnnadd.request_id")
-        log.exception("unhandled error on %s %s (request_id=%s)", request.method, request.path,
-                      request_id)
-        error = APIError("An unexpected error occurred; it has been logged.",
-                         extra={"request_id": request_id} if request_id else None)
-        return problem_response(error)
+        return render(unexpected(exc, request.environ), request.path)

@@ -1,10 +1,10 @@
-"""The success path of POST /v1/predict as plain WSGI: same handlers, no Flask request objects.
+"""Plain POST /v1/predict as bare WSGI: the same codec and core, without Flask's objects.
 
 A single-pair prediction is a few microseconds of work; Flask's request context, routing and
-response objects cost several times that. This wrapper answers the common case (a JSON body
-with a Content-Length that predicts without error) directly and hands everything else, every
-error included, to the Flask app, which parses the body again and answers through the one
-error mapping. Turn it off with RNNADD_FAST_PATH=0; tests check both give the same answers.
+response objects cost several times that. This wrapper parses the body with the /v1 codec,
+calls the inference core and formats the answer exactly as the Flask route does. Anything
+else, and every error the service raises, goes to the Flask app, which answers through the
+one error mapping. RNNADD_FAST_PATH=0 turns it off; tests check both give the same answers.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from service.inputs import Limits, parse_bits, parse_pair_body
-from service.metrics import Metrics
-from service.model import ModelHolder
-from service.predict import predict_one
+from service.errors import APIError
+from service.inputs import parse_pair_body
+from service.predict import format_one
 from service.reqlog import RULE_KEY
+from service.runtime import AUTO, Runtime
 
 PATH = "/v1/predict"
 HEADERS = ("Content-Type", "application/json")
@@ -27,20 +27,12 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class Fallback(Exception):
-    """The request is not the plain case; Flask answers it."""
-
-
 class PredictFastPath:
     """Wraps the Flask WSGI app; answers plain single predictions itself."""
 
-    def __init__(
-        self, app: WSGIApp, holder: ModelHolder, metrics: Metrics, limits: Limits, max_body: int
-    ) -> None:
+    def __init__(self, app: WSGIApp, runtime: Runtime, max_body: int) -> None:
         self.app = app
-        self.holder = holder
-        self.metrics = metrics
-        self.limits = limits
+        self.runtime = runtime
         self.max_body = max_body
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -53,7 +45,7 @@ class PredictFastPath:
         data = environ["wsgi.input"].read(int(length))
         try:
             text = self.answer(data)
-        except Exception:  # validation errors and surprises alike: Flask renders the problem
+        except (APIError, ValueError, RecursionError):  # ours to explain: Flask renders it
             environ["wsgi.input"] = io.BytesIO(data)
             return self.app(environ, start_response)
         payload = text.encode()
@@ -62,13 +54,9 @@ class PredictFastPath:
         return [payload]
 
     def answer(self, data: bytes) -> str:
-        """The prediction's JSON text; raises on anything the Flask route would reject."""
+        """The prediction's JSON text; raises what the Flask route would answer as an error."""
         body = json.loads(data)
-        if type(body) is not dict:
-            raise Fallback("not a JSON object")
-        a, b = parse_pair_body(body, self.limits)
-        model = self.holder.get()
-        bits = parse_bits(body, max(a, b).bit_length(), model.bits, self.limits)
-        text = predict_one(model, a, b, bits)
-        self.metrics.add_pairs(1)
-        return text
+        if type(body) is not dict or body.get("trace", False) is not False:
+            raise APIError("not the plain case")  # Flask explains or traces
+        a, b = parse_pair_body(body, self.runtime.max_digits)
+        return format_one(self.runtime.predict([a], [b], body.get("bits", AUTO)))

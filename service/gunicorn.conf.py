@@ -15,27 +15,39 @@ import shutil
 import tempfile
 from typing import Any
 
+
+def _load_settings() -> Any:
+    """The service's Settings; gunicorn runs this file by path, so the project may not be on
+    sys.path yet (it is once the app is imported)."""
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from service.settings import Settings
+
+    return Settings.from_env()
+
+
 wsgi_app = "service.app:create_app()"
-bind = [os.environ.get("RNNADD_BIND", "127.0.0.1:8000")]
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# gthread keeps client connections alive, which sync workers cannot (they close every one).
-# `python -m benchmarks.http --setups gthread:4 gthread:2 sync` (servers interleaved, 2 cores
-# shared with the clients, single-pair /v1/predict, medians of 4 runs): keep-alive clients get
-# about 4,600 req/s from gthread x4 against 4,000 from sync with wrk, 3,900 against 2,600 with
-# Python clients; clients that close each connection get about 3,300 against 3,900, and sync has
-# the lower p99 (7-9 ms against 16-26). Other services reuse connections, hence gthread.
-worker_class = os.environ.get("RNNADD_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("RNNADD_THREADS", "4"))
-timeout = int(os.environ.get("RNNADD_TIMEOUT", "30"))  # a stuck worker is killed and replaced
-graceful_timeout = int(os.environ.get("RNNADD_GRACEFUL_TIMEOUT", "20"))  # SIGTERM: finish requests
-keepalive = int(os.environ.get("RNNADD_KEEPALIVE", "5"))  # seconds an idle connection is kept
+# One Settings object for the app and this file: each default is written once, in it.
+_settings = _load_settings()
+bind = [_settings.bind]
+workers = _settings.workers
+# gthread keeps client connections alive, which sync workers cannot (they close every one);
+# other services reuse connections. docs/benchmarks.md compares the two.
+worker_class = _settings.worker_class
+threads = _settings.threads
+timeout = _settings.timeout  # a stuck worker is killed and replaced
+graceful_timeout = _settings.graceful_timeout  # SIGTERM: finish requests in flight
+keepalive = _settings.keepalive  # seconds an idle connection is kept
 # Request logging is the app's (one JSON line per request); gunicorn logs only its own events.
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("RNNADD_LOG_LEVEL", "info")
+loglevel = _settings.log_level
 # gunicorn 25.1+ opens a control socket under ~/.gunicorn by default, which a read-only root
 # filesystem or a home-less user cannot create. Off unless a path is given explicitly.
-control_socket = os.environ.get("RNNADD_CONTROL_SOCKET", "")
+control_socket = _settings.control_socket
 control_socket_disable = not control_socket
 # Worker heartbeats: a RAM-backed directory, so a slow or read-only disk never stalls them.
 worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -46,7 +58,7 @@ BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _created_metrics_dir: list[str] = []
 
 # glibc returns every large buffer (a 10,000-pair answer is about 1 MB) to the kernel at once
-# and maps it anew on the next request; keeping them in the heap made batches markedly faster.
+# and maps it anew on the next request; keeping them in the heap spares that (docs/benchmarks.md).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MALLOC_SETTINGS = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 128 << 20))
 MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")

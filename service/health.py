@@ -1,26 +1,30 @@
-"""GET /healthz (the process lives) and GET /readyz (a valid model is loaded)."""
+"""GET /healthz (the process lives) and GET /readyz (a valid model is loaded, and which)."""
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
 from flask import Blueprint
 
-from service.errors import ServiceUnavailable
-from service.model import ModelHolder
+from service.models_api import serving_state
+from service.runtime import Runtime
 
 
-def create_blueprint(holder: ModelHolder) -> Blueprint:
+def create_blueprint(runtime: Runtime) -> Blueprint:
     """Probes for orchestrators: liveness never touches the model, readiness does."""
     bp = Blueprint("health", __name__)
+    replica = socket.gethostname()
 
     @bp.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @bp.get("/readyz")
-    def readyz() -> dict[str, str]:
-        model = holder.current()
-        if model is None:
-            raise ServiceUnavailable(f"No valid model is loaded: {holder.reason}")
-        return {"status": "ready", "model_version": model.version}
+    def readyz() -> dict[str, Any]:
+        model = runtime.model()  # 503 while no model is loaded
+        state = serving_state(runtime.holder, model, runtime.max_bits)
+        status = "degraded" if state["degraded"] else "ready"
+        return {"status": status, "model_version": model.version, "replica": replica, **state}
 
     return bp

@@ -1,4 +1,4 @@
-"""POST /v1/retrain, GET /v1/jobs and GET /v1/jobs/<id>: thin routes over JobManager."""
+"""POST /v1/retrain and /v1/jobs: thin routes over JobManager."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from service.inputs import read_json
 from service.jobs import JobManager
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+JSON = "application/json"
 
 
 def parse_limit(raw: str | None) -> int:
@@ -24,28 +25,41 @@ def parse_limit(raw: str | None) -> int:
     return int(raw)
 
 
-def create_blueprint(jobs: JobManager) -> Blueprint:
+def _json(body: Any, status: int = 200, **headers: str) -> Response:
+    """A JSON answer with a trailing newline, as every JSON answer has."""
+    return Response(json.dumps(body) + "\n", status=status, mimetype=JSON, headers=headers)
+
+
+def create_blueprint(jobs: JobManager, max_body: int) -> Blueprint:
     """Retrain job routes; the work happens in separate processes that JobManager starts."""
     bp = Blueprint("jobs", __name__)
 
     @bp.post("/v1/retrain")
     @require_admin
     def retrain() -> Response:
-        params = read_json(request, allow_empty=True)
+        params = read_json(request.environ, max_body, allow_empty=True)
         job = jobs.submit(params)
         location = url_for("jobs.job", job_id=job["id"])
-        return Response(
-            json.dumps({"job_id": job["id"], "status": job["status"]}),
-            status=202, mimetype="application/json", headers={"Location": location},
-        )
+        return _json({"job_id": job["id"], "status": job["status"]}, 202, Location=location)
 
     @bp.get("/v1/jobs")
-    def job_list() -> dict[str, Any]:
-        return {"jobs": jobs.list(limit=parse_limit(request.args.get("limit")))}
+    def job_list() -> Response:
+        records, problems = jobs.list(limit=parse_limit(request.args.get("limit")))
+        body: dict[str, Any] = {"jobs": records}
+        if problems:
+            body["unreadable"] = problems
+        return _json(body)
 
     @bp.get("/v1/jobs/<job_id>")
-    def job(job_id: str) -> dict[str, Any]:
-        return jobs.get(job_id)
+    def job(job_id: str) -> Response:
+        return _json(jobs.get(job_id))
+
+    @bp.delete("/v1/jobs/<job_id>")
+    @require_admin
+    def cancel(job_id: str) -> Response:
+        record, ended = jobs.cancel(job_id)
+        if ended:
+            return _json(record)
+        return _json(record, 202, Location=url_for("jobs.job", job_id=record["id"]))
 
     return bp
-

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response
@@ -23,7 +22,7 @@ from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-JOB_OUTCOMES = ("succeeded", "failed", "rejected")
+JOB_OUTCOMES = ("succeeded", "failed", "rejected", "cancelled")
 
 log = logging.getLogger("rnnadd.metrics")
 
@@ -34,30 +33,30 @@ def multiprocess_dir() -> str | None:
 
 
 class JobsCollector(Collector):
-    """Count retrain jobs by outcome from their records, so every worker reports the same figure."""
+    """Retrain jobs by outcome and how many are active: one small file and one lock probe.
 
-    def __init__(self, list_jobs: Callable[[], Iterable[dict[str, Any]]]) -> None:
-        self.list_jobs = list_jobs
+    A scrape reads and writes nothing else, so it stays cheap however many jobs ran.
+    """
+
+    def __init__(self, outcomes: Callable[[], dict[str, int]], active: Callable[[], int]) -> None:
+        self.outcomes = outcomes
+        self.active = active
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        """Read the job records at scrape time; a failure to read must not break the scrape."""
+        """Read the counts at scrape time; a failure to read must not break the scrape."""
         try:
-            statuses = Tally(str(job.get("status")) for job in self.list_jobs())
+            counts, active = self.outcomes(), self.active()
         except Exception:
-            log.exception("cannot read retrain job records for metrics")
+            log.exception("cannot read retrain job counts for metrics")
             return
         done = CounterMetricFamily(
             "rnnadd_retrain_jobs", "Finished retrain jobs by outcome.", labels=["outcome"]
         )
         for outcome in JOB_OUTCOMES:
-            done.add_metric([outcome], statuses.get(outcome, 0))
+            done.add_metric([outcome], counts.get(outcome, 0))
         yield done
-        active = GaugeMetricFamily(
-            "rnnadd_retrain_jobs_active", "Retrain jobs queued or running.", labels=["status"]
-        )
-        for status in ("queued", "running"):
-            active.add_metric([status], statuses.get(status, 0))
-        yield active
+        yield GaugeMetricFamily("rnnadd_retrain_jobs_active", "Retrain jobs queued or running.",
+                                value=active)
 
 
 class Metrics:
@@ -81,6 +80,11 @@ class Metrics:
         self.active_model = Gauge(
             "rnnadd_model_active", "1 for the version a worker serves, 0 for versions it left.",
             ["version"], registry=self.registry, multiprocess_mode="liveall",
+        )
+        self.degraded = Gauge(
+            "rnnadd_model_degraded",
+            "1 while a worker serves another version than CURRENT names (CURRENT fails to load).",
+            registry=self.registry, multiprocess_mode="livemax",
         )
         self.load_failures = Counter(
             "rnnadd_model_load_failures", "Model versions that failed to load or validate.",
@@ -121,9 +125,15 @@ class Metrics:
         """Count a version that could not be loaded (the worker keeps its last good model)."""
         self.load_failures.inc()
 
-    def add_jobs_collector(self, list_jobs: Callable[[], Iterable[dict[str, Any]]]) -> None:
-        """Report retrain jobs by outcome at scrape time, once, not once per worker."""
-        self._scrape.register(JobsCollector(list_jobs))
+    def model_degraded(self, degraded: bool) -> None:
+        """Say whether this worker serves a fallback rather than the version CURRENT names."""
+        self.degraded.set(1 if degraded else 0)
+
+    def add_jobs_collector(
+        self, outcomes: Callable[[], dict[str, int]], active: Callable[[], int]
+    ) -> None:
+        """Report retrain jobs at scrape time, once, not once per worker."""
+        self._scrape.register(JobsCollector(outcomes, active))
 
     def exposition(self) -> bytes:
         """Prometheus text for the whole service (all workers in multiprocess mode)."""

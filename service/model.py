@@ -1,4 +1,8 @@
-"""The one place that loads models: serve CURRENT, swap it on change, keep the last good one."""
+"""The one place that loads models: serve CURRENT, swap it on change, keep the last good one.
+
+A worker that starts while CURRENT names a broken version serves the last version that passed
+the promotion gate (LAST_GOOD) instead, and says it is degraded, rather than answer 503.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service.errors import ServiceUnavailable
-from training.rnn import Predictor
+from training.predictor import Predictor
 from training.store import ModelError, ModelStore, VersionNotFound, is_version
 
 log = logging.getLogger("rnnadd.model")
@@ -26,6 +29,8 @@ class ModelEvents(Protocol):
 
     def model_load_failed(self, version: str | None) -> None: ...
 
+    def model_degraded(self, degraded: bool) -> None: ...
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -35,6 +40,18 @@ class LoadedModel:
     record: dict[str, Any]
     predictor: Predictor
     bits: int
+
+
+def gate_summary(record: dict[str, Any], max_bits: int) -> dict[str, Any]:
+    """Whether a version passed the promotion gate at the widths this service answers."""
+    gate = record.get("gate")
+    if not isinstance(gate, dict) or not isinstance(gate.get("max_bits"), int):
+        return {"status": "unchecked", "passed": False, "max_bits": None, "failed": None}
+    covers = gate["max_bits"] >= max_bits
+    passed = gate.get("passed") is True and covers
+    status = "passed" if passed else ("failed" if gate.get("passed") is not True else "narrower")
+    return {"status": status, "passed": passed, "max_bits": gate["max_bits"],
+            "failed": gate.get("failed")}
 
 
 def load_model(store: ModelStore, version: str) -> LoadedModel:
@@ -59,6 +76,7 @@ class ModelHolder:
         self.cache_size = cache_size
         self._model: LoadedModel | None = None
         self._reason = "no model loaded yet"
+        self.degraded: str | None = None  # why the served version is not the one CURRENT names
         self._signature: Signature | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
@@ -81,13 +99,6 @@ class ModelHolder:
         if time.monotonic() >= self._next_check:
             self.refresh()
         return self._model
-
-    def get(self) -> LoadedModel:
-        """The model being served; raises ServiceUnavailable when there is none."""
-        model = self._model if time.monotonic() < self._next_check else self.current()
-        if model is None:
-            raise ServiceUnavailable(f"No valid model is loaded: {self._reason}")
-        return model
 
     def load(self) -> bool:
         """Load the version named in CURRENT now, whatever the interval; True when ready."""
@@ -135,40 +146,67 @@ class ModelHolder:
     def _swap_to_current(self, signature: Signature | None) -> None:
         """Load the named version fully, then swap the served reference; keep the old on error."""
         if signature is None:
-            self._fail(None, f"{self.store.current_file} does not exist")
+            self._fail(None, "CURRENT does not exist")
             return
         try:
             version = self.store.current()
         except (OSError, ModelError, ValueError) as exc:
-            self._fail(None, f"cannot read {self.store.current_file}: {exc}")
+            self._fail(None, f"cannot read CURRENT: {exc}")
             return
         if version is None:
-            self._fail(None, f"{self.store.current_file} does not exist")
+            self._fail(None, "CURRENT does not exist")
             return
         old = self._model
-        if old is not None and old.version == version:
+        if old is not None and old.version == version and not self.degraded:
             return
         try:
             model = self._cached(version) or load_model(self.store, version)
         except Exception as exc:  # any corrupt file must leave the last good model serving
             self._fail(version, f"version {version} failed to load: {exc}")
             return
+        self._serve(model, degraded=None)
+
+    def _serve(self, model: LoadedModel, degraded: str | None) -> None:
+        """Swap the served reference (one assignment) and report the change."""
+        old = self._model
         self._model = model
         self._reason = "ready"
-        if old is not None:
+        if old is not None and old.version != model.version:
             self._remember(old)
-        log.info("serving model %s (was %s)", version, old.version if old else None)
-        if self.events is not None:
-            self.events.model_loaded(old.version if old else None, version)
+        if self.degraded != degraded:
+            self.degraded = degraded
+            if self.events is not None:
+                self.events.model_degraded(degraded is not None)
+        log.info("serving model %s (was %s)%s", model.version, old.version if old else None,
+                 f"; degraded: {degraded}" if degraded else "")
+        if self.events is not None and (old is None or old.version != model.version):
+            self.events.model_loaded(old.version if old else None, model.version)
 
     def _fail(self, version: str | None, reason: str) -> None:
-        """Log and count a failed load; the previous model, if any, stays in service."""
-        if self._model is None:
-            self._reason = reason
-        log.error("model load failed: %s; %s", reason,
-                  f"still serving {self._model.version}" if self._model else "not ready")
+        """Log and count a failed load; keep the previous model, else fall back to LAST_GOOD."""
         if self.events is not None:
             self.events.model_load_failed(version)
+        if self._model is None:
+            self._reason = reason
+            self._fall_back(reason)
+        elif self.degraded is None:
+            self.degraded = f"{reason}; still serving {self._model.version}"
+            if self.events is not None:
+                self.events.model_degraded(True)
+        log.error("model load failed: %s; %s", reason,
+                  f"serving {self._model.version}" if self._model else "not ready")
+
+    def _fall_back(self, reason: str) -> None:
+        """With nothing to serve, serve the last version that passed the gate, as degraded."""
+        try:
+            version = self.store.last_good()
+            if version is None:
+                return
+            model = self._cached(version) or load_model(self.store, version)
+        except Exception as exc:  # the fallback is best effort; the worker stays not ready
+            log.error("the last good version cannot be loaded either: %s", exc)
+            return
+        self._serve(model, degraded=f"{reason}; serving the last good version {version}")
 
     def _cached(self, version: str) -> LoadedModel | None:
         """A recently used version, to make rollbacks and versioned requests cheap."""

@@ -11,12 +11,11 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from service.inputs import Limits
+from service.errors import V2Error
 
 MODEL_NAME = "rnnadd"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -29,15 +28,6 @@ INT_TYPES = {
 }
 INT64_MAX = 2**63 - 1
 UNSUPPORTED_PARAMS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
-
-
-class V2Error(Exception):
-    """A request the protocol rejects; rendered as {"error": message} with a 4xx status."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -58,11 +48,6 @@ class InferRequest:
     b: list[int]
     text: bool  # inputs came as BYTES decimal strings, so `sum` goes back the same way
     outputs: tuple[RequestedOutput, ...]
-
-    @property
-    def longest(self) -> int:
-        """Bit length of the widest input, which sets the default width."""
-        return max(max(self.a).bit_length(), max(self.b).bit_length())
 
 
 def _is_int(value: object) -> bool:
@@ -97,16 +82,16 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     return _object(header, "the inference request"), body[size:]
 
 
-def _shape(tensor: dict, name: str, limits: Limits) -> list[int]:
-    """Accept [N] or [N, 1] within the batch limit."""
+def _shape(tensor: dict, name: str, max_batch: int) -> list[int]:
+    """Accept [N] or [N, 1] within the batch limit (checked before any data is decoded)."""
     shape = tensor.get("shape")
     if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
         raise V2Error(f"input {name!r}: shape must be a list of non-negative integers")
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
         raise V2Error(f"input {name!r}: shape must be [N] or [N, 1], got {shape}")
-    if shape[0] > limits.max_batch:
+    if shape[0] > max_batch:
         raise V2Error(
-            f"input {name!r}: {shape[0]} elements exceed the limit of {limits.max_batch}", 413
+            f"input {name!r}: {shape[0]} elements exceed the limit of {max_batch}", 413
         )
     return shape
 
@@ -192,21 +177,22 @@ def _unpack_bytes(raw: bytes, count: int, name: str) -> list[bytes]:
     return items
 
 
-def _input(tensor: dict, binary: bytes, limits: Limits) -> tuple[str, str, list[int], int]:
+def _input(
+    tensor: dict, binary: bytes, max_batch: int, max_digits: int
+) -> tuple[str, str, list[int], int]:
     """Decode one input tensor; return (name, datatype, values, bytes of binary data used)."""
     name, datatype = tensor.get("name"), tensor.get("datatype")
-    if name not in INPUT_NAMES:
+    if not isinstance(name, str) or name not in INPUT_NAMES:
         raise V2Error(f"unknown input {name!r}: model {MODEL_NAME} takes inputs 'a' and 'b'")
-    if datatype != "BYTES" and datatype not in INT_TYPES:
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in INT_TYPES):
         raise V2Error(
             f"input {name!r}: datatype {datatype!r} is not accepted; use INT64, UINT64, INT32 "
             "(or another integer type), or BYTES holding decimal strings"
         )
-    shape = _shape(tensor, name, limits)
+    shape = _shape(tensor, name, max_batch)
     params = _object(tensor.get("parameters", {}), f"input {name!r}: parameters")
     if any(key in params for key in UNSUPPORTED_PARAMS):
         raise V2Error(f"input {name!r}: shared memory is not supported by this server")
-    max_digits = limits.max_digits
     size = params.get("binary_data_size")
     if size is None:
         if "data" not in tensor:
@@ -235,7 +221,7 @@ def _outputs(value: object, binary_default: bool) -> tuple[RequestedOutput, ...]
     chosen: dict[str, RequestedOutput] = {}
     for item in value:
         name = _object(item, "each requested output").get("name")
-        if name not in OUTPUT_TYPES:
+        if not isinstance(name, str) or name not in OUTPUT_TYPES:
             raise V2Error(f"unknown output {name!r}: model {MODEL_NAME} has {list(OUTPUT_TYPES)}")
         if name in chosen:
             raise V2Error(f"output {name!r} is requested twice")
@@ -260,7 +246,9 @@ def _request_parameters(header: dict) -> tuple[dict[str, Any], bool]:
     return params, binary
 
 
-def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) -> InferRequest:
+def parse_infer_request(
+    body: bytes, header_length: str | None, max_batch: int, max_digits: int
+) -> InferRequest:
     """Decode and validate a whole inference request, JSON or binary tensor data."""
     header, binary = split_body(body, header_length)
     request_id = header.get("id")
@@ -273,7 +261,9 @@ def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) 
     decoded: dict[str, tuple[str, list[int]]] = {}
     used = 0
     for tensor in inputs:
-        name, datatype, values, size = _input(_object(tensor, "each input"), binary[used:], limits)
+        name, datatype, values, size = _input(
+            _object(tensor, "each input"), binary[used:], max_batch, max_digits
+        )
         if name in decoded:
             raise V2Error(f"input {name!r} is given twice")
         decoded[name] = (datatype, values)
@@ -291,12 +281,6 @@ def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) 
         raise V2Error("inputs 'a' and 'b' must both be integers or both be BYTES")
     if not a:
         raise V2Error("inputs 'a' and 'b' must hold at least one element")
-    widest = max(max(a).bit_length(), max(b).bit_length())
-    if widest > limits.max_input_bits:
-        raise V2Error(
-            f"a value has {widest} bits; inputs may have at most {limits.max_input_bits} "
-            f"so that the sum fits in {limits.max_bits} bits"
-        )
     outputs = _outputs(header.get("outputs"), binary_default)
     return InferRequest(request_id, params, a, b, type_a == "BYTES", outputs)
 

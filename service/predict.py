@@ -1,4 +1,4 @@
-"""POST /v1/predict and /v1/predict/batch: thin routes over small, testable handlers."""
+"""POST /v1/predict and /v1/predict/batch: the /v1 codec over the inference core."""
 
 from __future__ import annotations
 
@@ -8,16 +8,8 @@ import operator
 
 from flask import Blueprint, Response, request
 
-from service.inputs import (
-    Limits,
-    check_work,
-    parse_bits,
-    parse_pair_body,
-    parse_pairs,
-    read_json,
-)
-from service.metrics import Metrics
-from service.model import LoadedModel, ModelHolder
+from service.inputs import pair_field, parse_flag, parse_pair_body, parse_pairs, read_json
+from service.runtime import AUTO, Prediction, Runtime
 
 JSON = "application/json"
 TABLE_BITS = 12  # widths up to this get lookup tables of every value's text (4096 entries)
@@ -34,28 +26,22 @@ def result_json(a: int, b: int, bits: int, total: int, version: str) -> str:
     """One result object as JSON text; every value is a number, a bool or a safe token.
 
     The version is a store id (digits, letters, "T", "Z", "-": nothing to escape), so the
-    text is formatted directly, which is cheaper than a JSON encoder on the hot path.
+    text is formatted directly rather than through a JSON encoder.
     """
     return (f'{{"a": {a}, "b": {b}, "bits": {bits}, "binary": "{total:0{bits}b}", '
             f'"decimal": {total}, "correct": {TRUE_FALSE[total == a + b]}, '
             f'"model_version": "{version}"}}')
 
 
-def predict_one(model: LoadedModel, a: int, b: int, bits: int) -> str:
-    """One prediction, in the documented response shape, as JSON text."""
-    (total,) = model.predictor.add([a], [b], bits)
-    return result_json(a, b, bits, total, model.version)
+def format_one(p: Prediction) -> str:
+    """A single prediction in the documented response shape."""
+    return result_json(p.a[0], p.b[0], p.bits, p.sums[0], p.version) + "\n"
 
 
-def predict_many(model: LoadedModel, a: list[int], b: list[int], bits: int) -> str:
-    """A batch from one vectorized call, as JSON text built without an encoder.
-
-    For 10,000 narrow pairs, table lookups instead of int formatting make serializing about
-    three times faster (about 2.5 ms instead of 7.5 ms here), as much as the forward pass.
-    """
-    totals = model.predictor.add(a, b, bits)
+def format_many(p: Prediction) -> str:
+    """A batch as JSON text built without an encoder (narrow widths use lookup tables)."""
+    a, b, totals, bits, version = p.a, p.b, p.sums, p.bits, p.version
     flags = list(map(operator.eq, totals, map(operator.add, a, b)))  # C-speed "correct" column
-    version = model.version
     if bits <= TABLE_BITS:
         dec, binary = digit_tables(bits)
         middle = f', "bits": {bits}, "binary": "'
@@ -67,34 +53,34 @@ def predict_many(model: LoadedModel, a: list[int], b: list[int], bits: int) -> s
         items = [result_json(x, y, bits, t, version) for x, y, t in zip(a, b, totals, strict=True)]
     accuracy = json.dumps(sum(flags) / len(items))
     return (f'{{"model_version": "{version}", "accuracy": {accuracy}, '
-            f'"results": [{", ".join(items)}]}}')
+            f'"results": [{", ".join(items)}]}}\n')
 
 
-def create_blueprint(
-    holder: ModelHolder, metrics: Metrics, limits: Limits, max_body: int
-) -> Blueprint:
-    """Prediction routes bound to this app's model holder, metrics and limits."""
+def format_trace(p: Prediction, steps: list[dict]) -> str:
+    """A single prediction with the network's step-by-step view (numbers, so json.dumps)."""
+    body = json.loads(format_one(p))
+    body["trace"] = steps
+    return json.dumps(body) + "\n"
+
+
+def create_blueprint(runtime: Runtime, max_body: int) -> Blueprint:
+    """Prediction routes bound to this app's inference core."""
     bp = Blueprint("predict", __name__)
 
     @bp.post("/v1/predict")
     def predict() -> Response:
-        body = read_json(request, max_body)
-        a, b = parse_pair_body(body, limits)
-        model = holder.get()
-        bits = parse_bits(body, max(a, b).bit_length(), model.bits, limits)
-        text = predict_one(model, a, b, bits)
-        metrics.add_pairs(1)
-        return Response(text, mimetype=JSON)
+        body = read_json(request.environ, max_body)
+        a, b = parse_pair_body(body, runtime.max_digits)
+        bits = body.get("bits", AUTO)
+        if parse_flag(body, "trace"):
+            return Response(format_trace(*runtime.trace(a, b, bits)), mimetype=JSON)
+        return Response(format_one(runtime.predict([a], [b], bits)), mimetype=JSON)
 
     @bp.post("/v1/predict/batch")
     def predict_batch() -> Response:
-        body = read_json(request, max_body)
-        a, b, longest = parse_pairs(body, limits)
-        model = holder.get()
-        bits = parse_bits(body, longest, model.bits, limits)
-        check_work(len(a), bits, limits)
-        text = predict_many(model, a, b, bits)
-        metrics.add_pairs(len(a))
-        return Response(text, mimetype=JSON)
+        body = read_json(request.environ, max_body)
+        a, b = parse_pairs(body, runtime.max_digits)
+        prediction = runtime.predict(a, b, body.get("bits", AUTO), name=pair_field)
+        return Response(format_many(prediction), mimetype=JSON)
 
     return bp

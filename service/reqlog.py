@@ -63,6 +63,18 @@ class ObservedRequest(flask.Request):
             self.environ[RULE_KEY] = rule.rule
 
 
+def close_connection(start_response: StartResponse) -> None:
+    """Close the connection after this response (and say so in its Connection header).
+
+    A 413 leaves the rest of the body unread; gunicorn then drops the connection, so the client
+    must be told rather than reuse it. gunicorn ignores a Connection header set by the app, so
+    this asks its response object, which start_response is a method of; other servers: no-op.
+    """
+    force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+    if callable(force_close):
+        force_close()
+
+
 class Clock:
     """UTC timestamps with milliseconds; the formatted second is reused within that second."""
 
@@ -97,6 +109,8 @@ class RequestObserver:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             statuses.append(status)
             headers.append(("X-Request-ID", rid))
+            if status.startswith("413"):
+                close_connection(start_response)
             return start_response(status, headers, exc_info)
 
         try:

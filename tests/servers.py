@@ -1,7 +1,7 @@
-"""A real gunicorn serving the app on a free 127.0.0.1 port, for integration tests.
+"""Real gunicorn servers on 127.0.0.1 for integration tests and benchmarks alike.
 
-Tests start one with `running_server(tmp_path)` (a context manager) or `start_server` +
-`stop_server`; the server process is ended by its PID, never by name.
+gunicorn binds port 0 itself and the port is read from its log, so no port is handed from a
+probe to the server (another process could take it in between). Servers are ended by PID.
 """
 
 from __future__ import annotations
@@ -15,18 +15,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from training.store import ModelStore, is_version
+from training.store import ModelStore
 from training.train import TrainConfig, train_and_save
 
 ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "service" / "gunicorn.conf.py"
 BUNDLED_MODELS = ROOT / "models"
+SERVICE_APP = "service.app:create_app()"
 TOKEN = "integration-test-token"
+LISTENING = re.compile(rb"Listening at: http://127\.0\.0\.1:([0-9]+)")
 
 
 @dataclass
@@ -40,6 +43,11 @@ class Server:
     log: Path
     metrics_dir: Path
 
+    @property
+    def port(self) -> int:
+        """The port gunicorn bound."""
+        return int(self.url.rsplit(":", 1)[1])
+
     def log_text(self) -> str:
         """gunicorn's and the app's output, for failure messages."""
         try:
@@ -49,88 +57,128 @@ class Server:
 
 
 def free_port() -> int:
-    """A port the kernel just handed out on 127.0.0.1 (nothing else listens there)."""
+    """A port nothing listens on right now (for tests of a server that is not there)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+def bundled_version() -> str | None:
+    """The model the repository ships (models/BUNDLED), whatever CURRENT says locally."""
+    marker = BUNDLED_MODELS / "BUNDLED"
+    if marker.is_file():
+        return marker.read_text().strip() or None
+    return ModelStore(BUNDLED_MODELS).current() if BUNDLED_MODELS.is_dir() else None
+
+
 def seed_models(dest: Path) -> str:
-    """Copy the bundled models (or, in a bare checkout, train a quick one); the active version."""
+    """Copy only the bundled version and make it active (in a bare checkout, train one)."""
     dest.mkdir(parents=True, exist_ok=True)
-    store = ModelStore(BUNDLED_MODELS)
-    current = store.current() if BUNDLED_MODELS.is_dir() else None
-    if current:
-        for path in BUNDLED_MODELS.iterdir():
-            if is_version(path.name) and path.is_dir():
-                shutil.copytree(path, dest / path.name)
-        shutil.copy2(store.current_file, dest / "CURRENT")
-        return current
+    version = bundled_version()
+    if version and (BUNDLED_MODELS / version).is_dir():
+        shutil.copytree(BUNDLED_MODELS / version, dest / version)
+        (dest / "CURRENT").write_text(version + "\n")
+        return version
     version, _, _ = train_and_save(TrainConfig(), ModelStore(dest), activate=True)
     return version
+
+
+def start_gunicorn(
+    tmp: Path, app: str = SERVICE_APP, *, args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None, ready_path: str = "/readyz", timeout: float = 60.0,
+    name: str = "gunicorn",
+) -> tuple[subprocess.Popen, str, Path]:
+    """gunicorn -c service/gunicorn.conf.py on 127.0.0.1:0; (process, url, log) once ready."""
+    log = tmp / f"{name}.log"
+    cmd = [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--bind", "127.0.0.1:0",
+           *args, app]
+    full_env = {**os.environ, "HOME": str(tmp), **(env or {})}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = _wait_listening(proc, log, timeout)
+        _wait_path(proc, url + ready_path, log, timeout)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc, url, log
+
+
+def _wait_listening(proc: subprocess.Popen, log: Path, timeout: float) -> str:
+    """The URL gunicorn announces once it has bound its port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = LISTENING.search(log.read_bytes())
+        if found:
+            return f"http://127.0.0.1:{int(found.group(1))}"
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{_tail(log)}")
+        time.sleep(0.05)
+    raise RuntimeError(f"gunicorn did not bind within {timeout} s:\n{_tail(log)}")
+
+
+def _wait_path(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    """Poll a URL until 200; fail early with the log if gunicorn exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{_tail(log)}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout} s:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    """The end of a server log, for failure messages."""
+    try:
+        return log.read_text(errors="replace")[-4000:]
+    except OSError:
+        return ""
 
 
 def start_server(
     tmp: Path, *, workers: int = 2, env: Mapping[str, str] | None = None, timeout: float = 60.0
 ) -> Server:
-    """Start gunicorn with the project's config on a free port and wait until it is ready."""
+    """The service on a copy of the bundled model, with the admin token, once ready."""
     model_dir, metrics_dir = tmp / "models", tmp / "prometheus"
     if not model_dir.exists():
         seed_models(model_dir)
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     full_env = {
-        **os.environ,
         "RNNADD_MODEL_DIR": str(model_dir),
         "RNNADD_ADMIN_TOKEN": TOKEN,
         "RNNADD_RELOAD_INTERVAL": "0.2",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "WEB_CONCURRENCY": str(workers),
-        "HOME": str(tmp),  # anything gunicorn writes under ~ stays in the test's directory
         **(env or {}),
     }
-    cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-           "--workers", str(workers)]
-    conf = ROOT / "service" / "gunicorn.conf.py"
-    cmd += ["-c", str(conf)] if conf.is_file() else ["--no-control-socket"]
-    cmd.append("service.app:create_app()")
-    log = tmp / "gunicorn.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", proc, model_dir, TOKEN, log, metrics_dir)
-    try:
-        wait_ready(server, timeout)
-    except BaseException:
-        stop_server(server)
-        raise
-    return server
+    proc, url, log = start_gunicorn(tmp, env=full_env, timeout=timeout)
+    return Server(url, proc, model_dir, TOKEN, log, metrics_dir)
 
 
 def wait_ready(server: Server, timeout: float) -> None:
     """Poll /readyz until 200; fail early with the log if gunicorn exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {server.proc.returncode}:\n"
-                               f"{server.log_text()}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(server.url + "/readyz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"gunicorn not ready after {timeout} s:\n{server.log_text()}")
+    _wait_path(server.proc, server.url + "/readyz", server.log, timeout)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM (graceful) to the master by PID, SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def stop_server(server: Server, timeout: float = 15.0) -> None:
-    """SIGTERM (graceful) to the master by PID, SIGKILL if it lingers."""
-    if server.proc.poll() is not None:
-        return
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        server.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait(5)
+    """End a server by its master's PID."""
+    stop_process(server.proc, timeout)
 
 
 @contextlib.contextmanager
@@ -161,7 +209,7 @@ def wait_job(server: Server, job_id: str, timeout: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = requests.get(f"{server.url}/v1/jobs/{job_id}", timeout=5).json()
-        if record.get("status") in ("succeeded", "failed", "rejected"):
+        if record.get("status") in ("succeeded", "failed", "rejected", "cancelled"):
             return record
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not end within {timeout} s")

@@ -18,8 +18,9 @@ from service.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
+    InsufficientStorage,
     UnsupportedMediaType,
-    render_errors_under,
+    V2Error,
 )
 from tests.conftest import Contract
 
@@ -27,6 +28,7 @@ from tests.conftest import Contract
 @pytest.mark.parametrize(("cls", "status"), [
     (BadRequest, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409),
     (PayloadTooLarge, 413), (UnsupportedMediaType, 415), (ServiceUnavailable, 503),
+    (InsufficientStorage, 507), (V2Error, 400),
 ])
 def test_error_classes_carry_their_status(cls: type[APIError], status: int) -> None:
     body = cls("what went wrong", field="x").to_dict()
@@ -82,10 +84,36 @@ def test_an_unexpected_exception_is_a_logged_500_without_internals(
     assert any("trace-me-1" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
-def test_another_protocol_renders_its_own_routing_errors(model_dir: Path) -> None:
+@pytest.mark.parametrize("path", ["/boom", "/v2/boom"])
+def test_one_handler_renders_bugs_in_each_protocol(
+    model_dir: Path, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
     app = create_app({"MODEL_DIR": str(model_dir)})
-    render_errors_under(app, "/v9", lambda exc: Response('{"error": "nope"}', status=exc.code))
-    client = app.test_client()
-    assert client.get("/v9/missing").get_json(force=True) == {"error": "nope"}
-    assert client.get("/v9").status_code == 404
-    assert client.get("/v99").mimetype == "application/problem+json"  # only under the prefix
+
+    @app.get(path)
+    def boom() -> Response:
+        raise RuntimeError("secret internals")
+
+    with caplog.at_level(logging.ERROR, logger="rnnadd.errors"):
+        response = app.test_client().get(path)
+    assert response.status_code == 500 and "secret" not in response.get_data(as_text=True)
+    body = response.get_json(force=True)
+    assert ("error" in body) == path.startswith("/v2") and ("type" in body) != ("error" in body)
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+
+
+def test_v2_errors_are_service_errors_rendered_as_error_objects(client) -> None:
+    assert issubclass(V2Error, APIError)
+    response = client.get("/v2/models/other")
+    assert response.status_code == 404 and response.mimetype == "application/json"
+    assert set(response.get_json()) == {"error"}
+    routing = client.get("/v2/no/such/route")
+    assert routing.status_code == 404 and set(routing.get_json()) == {"error"}
+    assert client.get("/v20").mimetype == "application/problem+json"  # only under the prefix
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/models", "/v2/models/rnnadd/infer", "/nope"])
+def test_every_json_body_ends_with_a_newline(client, path: str) -> None:
+    response = client.post(path, json={"a": 1, "b": 2}) if "infer" not in path else client.post(
+        path, json={"inputs": []})
+    assert response.get_data().endswith(b"}\n")

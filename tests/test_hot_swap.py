@@ -63,7 +63,7 @@ def holder(store: ModelStore, clock: Clock, events: Events) -> ModelHolder:
 
 
 def test_loads_current_at_start(holder: ModelHolder, store: ModelStore, events: Events) -> None:
-    assert holder.ready and holder.get().version == store.current()
+    assert holder.ready and holder.current().version == store.current()
     assert events.loaded == [(None, store.current())]
 
 
@@ -73,9 +73,9 @@ def test_a_new_current_is_served_after_the_interval(
     old = store.current()
     new = clone_version(store, activate=True)
     clock.now += 0.5
-    assert holder.get().version == old  # not checked yet: at most one stat per interval
+    assert holder.current().version == old  # not checked yet: at most one stat per interval
     clock.now += 0.6
-    assert holder.get().version == new
+    assert holder.current().version == new
     assert events.loaded[-1] == (old, new)
 
 
@@ -86,11 +86,11 @@ def test_stat_runs_at_most_once_per_interval(
     real_stat = os.stat
     monkeypatch.setattr(model_module.os, "stat", lambda p: calls.append(p) or real_stat(p))
     for _ in range(1000):
-        holder.get()
+        holder.current()
     assert calls == []
     clock.now += 1.0
     for _ in range(1000):
-        holder.get()
+        holder.current()
     assert len(calls) == 1
 
 
@@ -100,7 +100,7 @@ def test_an_unchanged_current_is_not_reloaded(
     monkeypatch.setattr(store, "load", lambda v: pytest.fail("reloaded an unchanged CURRENT"))
     for _ in range(5):
         clock.now += 2.0
-        holder.get()
+        holder.current()
 
 
 def test_a_corrupt_version_keeps_the_last_good_model_and_is_counted_once(
@@ -111,7 +111,7 @@ def test_a_corrupt_version_keeps_the_last_good_model_and_is_counted_once(
     point_current_at(store, bad)
     for _ in range(5):
         clock.now += 1.5
-        assert holder.get().version == good
+        assert holder.current().version == good
     assert events.failed == [bad]
     assert holder.ready
 
@@ -122,10 +122,10 @@ def test_recovers_when_current_points_at_a_good_version_again(
     good = store.current()
     point_current_at(store, corrupt_version(store))
     clock.now += 1.5
-    holder.get()
+    holder.current()
     new = clone_version(store, good, activate=True)
     clock.now += 1.5
-    assert holder.get().version == new
+    assert holder.current().version == new
 
 
 @pytest.mark.parametrize("damage", ["missing", "unknown version", "garbage"])
@@ -140,7 +140,7 @@ def test_a_broken_current_file_keeps_the_last_good_model(
     else:
         store.current_file.write_bytes(b"\xff\xfe../../etc/passwd")
     clock.now += 1.5
-    assert holder.get().version == good
+    assert holder.current().version == good
     assert len(events.failed) == 1
 
 
@@ -150,13 +150,13 @@ def test_not_ready_until_a_valid_model_exists(tmp_path: Path, clock: Clock, even
     assert not holder.load()
     assert "CURRENT" in holder.reason
     with pytest.raises(Exception, match="No valid model"):
-        holder.get()
+        holder.current()
 
 
 def test_versioned_access_is_cached(
     holder: ModelHolder, store: ModelStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served = holder.get()
+    served = holder.current()
     assert holder.get_version(served.version) is served
     other = clone_version(store)
     loads = []
@@ -164,7 +164,7 @@ def test_versioned_access_is_cached(
     monkeypatch.setattr(store, "load", lambda v: loads.append(v) or real_load(v))
     first = holder.get_version(other)
     assert holder.get_version(other) is first and loads == [other]
-    assert first.version == other and holder.get().version == served.version
+    assert first.version == other and holder.current().version == served.version
 
 
 def test_versioned_access_errors(holder: ModelHolder, store: ModelStore) -> None:
@@ -194,7 +194,7 @@ def test_concurrent_readers_always_get_a_valid_model(store: ModelStore) -> None:
     def read() -> None:
         try:
             while not stop.is_set():
-                model = holder.get()
+                model = holder.current()
                 model.predictor.add([3], [5], 8)
                 seen.add(model.version)
         except BaseException as exc:  # surfaced below

@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service import oip
+from service.errors import V2Error
 from service.app import create_app
-from service.inputs import Limits
 from tests.servers import seed_models
 from training.store import ModelStore
 from training.train import TrainConfig, train_and_save
@@ -615,13 +615,12 @@ def test_unexpected_errors_are_protocol_errors_and_logged(
 
 
 def test_codec_refuses_sums_over_int64_and_keeps_bytes_sums() -> None:
-    limits = Limits(max_bits=4096, max_batch=10)
-    numbers = oip.parse_infer_request(json.dumps(pairs([1], [1])).encode(), None, limits)
-    with pytest.raises(oip.V2Error, match="INT64"):
+    numbers = oip.parse_infer_request(json.dumps(pairs([1], [1])).encode(), None, 10, 1300)
+    with pytest.raises(V2Error, match="INT64"):
         oip.outputs(numbers, [2**63], 64)
     assert oip.outputs(numbers, [2**63 - 1], 64)[0][2] == [2**63 - 1]
     text = oip.parse_infer_request(json.dumps(pairs(["1"], ["1"], "BYTES")).encode(), None,
-                                   limits)
+                                   10, 1300)
     assert oip.outputs(text, [2**63], 64)[0][1:] == ("BYTES", [str(2**63)])
 
 

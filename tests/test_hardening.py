@@ -1,0 +1,171 @@
+"""Findings of the attack review, each kept closed by a test (issue numbers in the names)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from service.app import create_app
+from tests import servers
+from tests.conftest import corrupt_version, point_current_at
+from training.store import ModelStore
+
+INFER = "/v2/models/rnnadd/infer"
+GOOD_A = {"name": "a", "datatype": "INT64", "shape": [1], "data": [3]}
+GOOD_B = {"name": "b", "datatype": "INT64", "shape": [1], "data": [5]}
+
+
+@pytest.mark.parametrize("body", [
+    {"inputs": [{**GOOD_A, "datatype": ["INT64"]}, GOOD_B]},
+    {"inputs": [{**GOOD_A, "datatype": {}}, GOOD_B]},
+    {"inputs": [{**GOOD_A, "name": ["a"]}, GOOD_B]},
+    {"inputs": [{**GOOD_A, "name": {}}, GOOD_B]},
+    {"inputs": [GOOD_A, GOOD_B], "outputs": [{"name": ["sum"]}]},
+    {"inputs": [GOOD_A, GOOD_B], "outputs": [{"name": {}}]},
+    {"inputs": [GOOD_A, GOOD_B], "outputs": [{"name": "sum", "parameters": []}]},
+    {"inputs": [GOOD_A, GOOD_B], "outputs": [{"name": "sum",
+                                              "parameters": {"binary_data": []}}]},
+    {"inputs": [GOOD_A, GOOD_B], "outputs": [{"name": "sum",
+                                              "parameters": {"classification": {}}}]},
+    {"inputs": [GOOD_A, GOOD_B], "outputs": {}},
+    {"inputs": [{**GOOD_A, "shape": {}}, GOOD_B]},
+    {"inputs": [{**GOOD_A, "shape": [[1]]}, GOOD_B]},
+    {"inputs": [{**GOOD_A, "data": {}}, GOOD_B]},
+    {"inputs": [{**GOOD_A, "data": [[3]]}, GOOD_B]},
+    {"inputs": [{**GOOD_A, "data": ["3"]}, GOOD_B]},
+    {"inputs": [{**GOOD_A, "parameters": []}, GOOD_B]},
+    {"inputs": [{**GOOD_A, "parameters": {"binary_data_size": "8"}}, GOOD_B]},
+    {"inputs": [GOOD_A, GOOD_B], "parameters": []},
+    {"inputs": [GOOD_A, GOOD_B], "parameters": {"bits": []}},
+    {"inputs": [GOOD_A, GOOD_B], "parameters": {"bits": {}}},
+    {"inputs": [GOOD_A, GOOD_B], "parameters": {"binary_data_output": {}}},
+    {"inputs": [GOOD_A, GOOD_B], "id": ["x"]},
+    {"inputs": {}},
+    {"inputs": [[]]},
+    {"inputs": [GOOD_A, GOOD_B, 3]},
+])
+def test_1_every_v2_field_is_type_checked(client, body: dict[str, Any]) -> None:
+    response = client.post(INFER, json=body)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert set(response.get_json()) == {"error"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Server]:
+    """A real gunicorn with a small body limit."""
+    tmp = tmp_path_factory.mktemp("hardening")
+    with servers.running_server(tmp, env={"RNNADD_MAX_BODY": "4096"}) as running:
+        yield running
+
+
+def exchange(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes on one connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(raw)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_2_a_413_closes_the_connection_and_says_so(server: servers.Server) -> None:
+    body = json.dumps({"pairs": [[1, 2]] * 2000}).encode()
+    head = (f"POST /v1/predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    follow = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    reply = exchange(server.port, head + body + follow)
+    status, _, rest = reply.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 413")
+    headers = rest.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"connection: close" in headers
+    with requests.Session() as session:  # a client told to close reconnects: nothing fails
+        for _ in range(10):
+            assert session.post(server.url + "/v1/predict/batch", data=body,
+                                headers={"Content-Type": "application/json"}).status_code == 413
+            assert session.post(server.url + "/v1/predict", json={"a": 1, "b": 2}).ok
+
+
+@pytest.mark.parametrize("path", ["/v1/predict/batch", INFER, "/v1/predict"])
+def test_3_a_chunked_body_over_the_limit_is_413(server: servers.Server, path: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"pairs": ['
+        for _ in range(1000):
+            yield b"[1, 2], "
+        yield b"[1, 2]]}"
+
+    response = requests.post(server.url + path, data=chunks(),
+                             headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 413, response.text
+
+
+def test_3_a_chunked_body_under_the_limit_is_read_whole(server: servers.Server) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"pairs": [[1, 2], '
+        yield b"[3, 4]]}"
+
+    response = requests.post(server.url + "/v1/predict/batch", data=chunks(),
+                             headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 200 and len(response.json()["results"]) == 2
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00bad", None])
+def test_5_an_unreadable_current_is_shown_not_a_500(store: ModelStore, content: bytes | None,
+                                                    model_dir: Path) -> None:
+    client = create_app({"MODEL_DIR": str(model_dir)}).test_client()
+    store.current_file.unlink()
+    if content is None:
+        store.current_file.mkdir()
+    else:
+        store.current_file.write_bytes(content)
+    response = client.get("/v1/models")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["active"] is None and "CURRENT" in body["current_error"]
+    assert str(model_dir) not in response.get_data(as_text=True)
+
+
+def test_9_no_absolute_server_path_in_any_unauthenticated_body(store: ModelStore,
+                                                               model_dir: Path) -> None:
+    bad = corrupt_version(store)
+    point_current_at(store, bad)
+    (model_dir / "LAST_GOOD").unlink(missing_ok=True)
+    client = create_app({"MODEL_DIR": str(model_dir)}).test_client()
+    bodies = [client.get("/readyz"), client.post("/v1/predict", json={"a": 1, "b": 2}),
+              client.get("/v1/models"), client.get(f"/v2/models/rnnadd/versions/{bad}"),
+              client.post(f"/v2/models/rnnadd/versions/{bad}/infer",
+                          json={"inputs": [GOOD_A, GOOD_B]})]
+    assert [r.status_code for r in bodies] == [503, 503, 200, 409, 409]
+    for response in bodies:
+        text = response.get_data(as_text=True)
+        assert str(model_dir) not in text and "/tmp" not in text, text
+    assert bad in bodies[0].get_json()["detail"]
+
+
+def test_11_a_worker_that_starts_on_a_broken_current_serves_the_last_good_version(
+    store: ModelStore, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = store.current()
+    store.activate(good)  # going live records it as the last version that passed the gate
+    bad = corrupt_version(store)
+    point_current_at(store, bad)
+    with caplog.at_level(logging.ERROR, logger="rnnadd.model"):
+        client = create_app({"MODEL_DIR": str(model_dir)}).test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.get_json()
+    assert body["status"] == "degraded" and body["model_version"] == good
+    assert bad in body["degraded"] and good in body["degraded"]
+    assert client.post("/v1/predict", json={"a": 3, "b": 5}).get_json()["decimal"] == 8
+    assert any(bad in record.getMessage() for record in caplog.records)
+    assert "rnnadd_model_degraded 1.0" in client.get("/metrics").get_data(as_text=True)
+    point_current_at(store, good)  # fixed: the worker follows and is no longer degraded
+    client.application.extensions["rnnadd"].holder.refresh(force=True)
+    assert client.get("/readyz").get_json()["status"] == "ready"
+    assert "rnnadd_model_degraded 0.0" in client.get("/metrics").get_data(as_text=True)
