@@ -15,6 +15,7 @@ from service import (
     metrics,
     models_api,
     openapi,
+    pages,
     predict,
     reqlog,
     v2,
@@ -65,4 +66,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(metrics.create_blueprint(app_metrics))
     app.register_blueprint(openapi.create_blueprint(settings))
     app.register_blueprint(v2.create_blueprint())
+    app.register_blueprint(pages.create_blueprint())
     return app
