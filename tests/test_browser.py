@@ -3,7 +3,8 @@
 Against a real gunicorn on 127.0.0.1: both pages load with no console errors, the form gives
 the right sum (a 64-bit pair too) with a step for every bit, and Swagger UI lists every
 operation of /openapi.json and runs a prediction with "Try it out". Screenshots are saved under
-$RNNADD_ARTIFACTS (default: artifacts/), and copied to docs/images/ when RNNADD_SCREENSHOTS=docs.
+$BROWSER_ARTIFACTS (default: artifacts/, which ignores itself), and copied to docs/images/
+when UPDATE_DOC_SCREENSHOTS=1.
 
 Without chromium these tests skip, except where CI=true or REQUIRE_BROWSER=1 (set by .ci/run):
 there they fail, so a CI run cannot pass without having looked at the pages.
@@ -48,9 +49,12 @@ def unavailable(reason: str) -> None:
 
 
 def artifacts_dir() -> Path:
-    """Where screenshots go: $RNNADD_ARTIFACTS, else artifacts/ in the checkout (gitignored)."""
-    path = Path(os.environ.get("RNNADD_ARTIFACTS") or servers.ROOT / "artifacts")
+    """Where screenshots go: $BROWSER_ARTIFACTS, else artifacts/ in the checkout."""
+    path = Path(os.environ.get("BROWSER_ARTIFACTS") or servers.ROOT / "artifacts")
     path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"  # test output, never committed: the folder ignores itself
+    if path == servers.ROOT / "artifacts" and not ignore.exists():
+        ignore.write_text("*\n")
     return path
 
 
@@ -62,7 +66,7 @@ def screenshot(driver: Any, name: str, whole: bool = True) -> Path:
         driver.set_window_size(max(1400, min(width, 2400)), max(900, min(height + 140, 4000)))
     path = artifacts_dir() / name
     driver.save_screenshot(str(path))
-    if os.environ.get("RNNADD_SCREENSHOTS") == "docs":
+    if os.environ.get("UPDATE_DOC_SCREENSHOTS") == "1":
         images = servers.ROOT / "docs" / "images"
         images.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, images / name)
