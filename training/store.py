@@ -1,7 +1,12 @@
-"""Versioned model store on disk: atomic writes, fully validated reads."""
+"""Versioned model store on disk: atomic writes, validated and bounded reads, a promotion gate.
+
+Error messages name files relative to the model directory (e.g. `<version>/weights.npz`), since
+they reach API clients; ModelError.path keeps the full path for logs.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -18,11 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from training.config import FIELDS, ConfigError, check_value
+from training.files import atomic_write, fsync_dir, write_new
+from training.gate import run_gate
+from training.ids import is_version, new_version_id
+from training.predictor import Predictor
+
 Params = dict[str, np.ndarray]
 
 FORMAT_VERSION = 1
-VERSION_PATTERN = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
-WEIGHTS, RECORD, CURRENT = "weights.npz", "model.json", "CURRENT"
+WEIGHTS, RECORD, CURRENT, LAST_GOOD = "weights.npz", "model.json", "CURRENT", "LAST_GOOD"
+MAX_RECORD_BYTES = 4 << 20  # model.json holds the training history: generous, but bounded
+REMEMBERED_FAILURES = 64
 STORE_FIELDS = ("format_version", "version", "created_at", "sha256")
 CALLER_FIELDS = (
     "hyperparameters",
@@ -38,15 +50,29 @@ EXTRA_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class ModelError(Exception):
-    """A stored model is missing or invalid; the message names the file and the problem."""
+    """A stored model is missing or invalid; the message names the file (relative) and problem."""
 
-    def __init__(self, path: str | Path, problem: str) -> None:
+    def __init__(self, path: str | Path, problem: str, root: str | Path | None = None) -> None:
         self.path = Path(path)
-        super().__init__(f"{path}: {problem}")
+        self.problem = problem
+        shown = self.path.name
+        if root is not None:
+            with contextlib.suppress(ValueError):
+                shown = self.path.relative_to(root).as_posix()
+        super().__init__(problem if shown in ("", ".") else f"{shown}: {problem}")
 
 
 class VersionNotFound(ModelError):
     """No stored version has this id (or the id is not a valid version id)."""
+
+
+class GateFailed(ModelError):
+    """A version fails the promotion gate; .gate is the result and .check the failing check."""
+
+    def __init__(self, path: str | Path, gate: dict, root: str | Path | None = None) -> None:
+        self.gate = gate
+        self.check = str(gate.get("failed"))
+        super().__init__(path, f"fails the promotion gate at check {self.check!r}", root)
 
 
 @dataclass(frozen=True)
@@ -61,11 +87,6 @@ class Model:
     def bits(self) -> int:
         """Width the model was trained on."""
         return self.record["hyperparameters"]["bits"]
-
-
-def is_version(value: object) -> bool:
-    """Tell version ids from anything else, so user input never becomes an arbitrary path."""
-    return isinstance(value, str) and VERSION_PATTERN.fullmatch(value) is not None
 
 
 def _positive_int(value: object) -> bool:
@@ -89,9 +110,23 @@ def _record_problem(record: object, version: str) -> str | None:
     if not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
         return f"sha256 {sha!r} is not a hex SHA-256 digest"
     hyper = record["hyperparameters"]
+    if not isinstance(hyper, dict):
+        return "hyperparameters must be an object"
     for key in ("hidden_size", "bits"):
-        if not (isinstance(hyper, dict) and _positive_int(hyper.get(key))):
+        if not _positive_int(hyper.get(key)):
             return f"hyperparameters.{key} must be a positive integer"
+    for key, value in hyper.items():  # the training bounds; keys of older trainers are ignored
+        if key in FIELDS:
+            try:
+                check_value(key, value)
+            except ConfigError as exc:
+                return f"hyperparameters.{exc}"
+    gate = record.get("gate")
+    if gate is not None and not (
+        isinstance(gate, dict) and isinstance(gate.get("passed"), bool)
+        and _positive_int(gate.get("max_bits"))
+    ):
+        return "gate must be an object with passed (bool) and max_bits (int)"
     return None
 
 
@@ -133,25 +168,45 @@ def _params_problem(params: Mapping[str, object], hidden: int) -> str | None:
     return None
 
 
-def _read_npz(path: Path, data: bytes) -> Params:
-    """Parse npz bytes without ever unpickling."""
+def _expected_shapes(hidden: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every array of a model with `hidden` units."""
+    return {"w_i": (hidden, 2), "w_h": (hidden, hidden), "w_o": (1, hidden), "b_h": (hidden,),
+            "b_o": (1,)}
+
+
+def _read_npz(data: bytes, hidden: int) -> Params:
+    """Parse npz bytes without unpickling, checking each array's header before its data.
+
+    An npz is a zip of .npy files, and a zip member may inflate to any size: the header says
+    the shape and dtype, so anything but the expected float64 arrays is refused unread.
+    """
     if not data.startswith(b"PK\x03\x04"):
-        raise ModelError(path, "is not an npz (zip) archive")
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            names = list(npz.files)
-            if problem := _names_problem(set(names)):
-                raise ModelError(path, problem)
-            arrays = {}
-            for name in names:
-                try:
-                    arrays[name] = npz[name]
-                except ValueError as exc:  # object arrays need pickle, which is refused
-                    problem = f"array {name!r} cannot be loaded safely: {exc}"
-                    raise ModelError(path, problem) from exc
-            return arrays
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModelError(path, f"is not a readable npz archive ({exc})") from exc
+        raise ValueError("is not an npz (zip) archive")
+    shapes = _expected_shapes(hidden)
+    arrays: Params = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = [n.removesuffix(".npy") for n in archive.namelist()]
+        if len(set(names)) != len(names) or not all(n.endswith(".npy") for n in archive.namelist()):
+            raise ValueError(f"has unexpected members {archive.namelist()}")
+        if problem := _names_problem(set(names)):
+            raise ValueError(problem)
+        for name in names:
+            with archive.open(f"{name}.npy") as member:
+                version = np.lib.format.read_magic(member)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f"array {name!r} has npy format {version}")
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(member)
+                if dtype != np.dtype("<f8") or shape != shapes[name]:
+                    raise ValueError(f"array {name!r} has shape {shape} and dtype {dtype}, "
+                                     f"expected {shapes[name]} float64")
+                raw = member.read(8 * int(np.prod(shape)))
+                if len(raw) != 8 * int(np.prod(shape)):
+                    raise ValueError(f"array {name!r} is truncated")
+                order = "F" if fortran else "C"
+                arrays[name] = np.frombuffer(raw, dtype="<f8").reshape(shape, order=order).copy()
+    return arrays
 
 
 def _json_default(value: object) -> Any:
@@ -161,38 +216,49 @@ def _json_default(value: object) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write a new file and force it to disk before anyone can rename it into view."""
-    with open(path, "xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames and new entries in a directory durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _signature(*paths: Path) -> tuple:
+    """What changes when a file is replaced or rewritten: a failed load is retried only then."""
+    sig = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            sig.append(None)
+        else:
+            sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(sig)
 
 
 class ModelStore:
-    """One directory per version under root, plus a CURRENT file naming the active one."""
+    """One directory per version under root, plus CURRENT (the active one) and LAST_GOOD."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.current_file = self.root / CURRENT
+        self.last_good_file = self.root / LAST_GOOD
+        self._failed: dict[tuple, ModelError] = {}  # (version, file signature) -> the error
 
-    def current(self) -> str | None:
-        """Version named in CURRENT (unvalidated), or None when there is no CURRENT."""
+    def _error(self, path: Path, problem: str, kind: type[ModelError] = ModelError) -> ModelError:
+        """An error naming path relative to the model directory."""
+        return kind(path, problem, self.root)
+
+    def _read_id_file(self, path: Path) -> str | None:
+        """The version named in CURRENT or LAST_GOOD, or None when the file does not exist."""
         try:
-            return self.current_file.read_text(encoding="utf-8").strip()
+            return path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ModelError(self.current_file, f"cannot be read ({exc})") from exc
+            raise self._error(path, f"cannot be read ({exc})") from exc
+
+    def current(self) -> str | None:
+        """Version named in CURRENT (unvalidated), or None when there is no CURRENT."""
+        return self._read_id_file(self.current_file)
+
+    def last_good(self) -> str | None:
+        """The last version that went live having passed the gate, for falling back to."""
+        version = self._read_id_file(self.last_good_file)
+        return version if is_version(version) else None
 
     def versions(self) -> list[dict]:
         """Records oldest first; an unreadable version is listed as {"version", "error"}."""
@@ -212,54 +278,91 @@ class ModelStore:
     def _version_dir(self, version: str) -> Path:
         """Map an id to its directory, refusing anything that is not a stored version id."""
         if not is_version(version):
-            raise VersionNotFound(self.root, f"{version!r} is not a valid version id")
+            raise self._error(self.root, f"{version!r} is not a valid version id", VersionNotFound)
         path = self.root / version
         if not path.is_dir():
-            raise VersionNotFound(path, "no such version")
+            raise self._error(path, "no such version", VersionNotFound)
         return path
 
-    def _read(self, path: Path) -> bytes:
-        """Read a file, turning I/O failures into a ModelError that names it."""
+    def _read(self, path: Path, limit: int) -> bytes:
+        """Read a file of at most `limit` bytes, turning I/O failures into a ModelError."""
         try:
-            return path.read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read(limit + 1)
         except FileNotFoundError as exc:
-            raise ModelError(path, "is missing") from exc
+            raise self._error(path, "is missing") from exc
         except OSError as exc:
-            raise ModelError(path, f"cannot be read ({exc})") from exc
+            raise self._error(path, f"cannot be read ({exc.strerror or exc})") from exc
+        if len(data) > limit:
+            raise self._error(path, f"is larger than {limit:,} bytes")
+        return data
 
     def record(self, version: str) -> dict:
         """Validated model.json of a version (weights are not read)."""
         path = self._version_dir(version) / RECORD
         try:
-            record = json.loads(self._read(path))
+            record = json.loads(self._read(path, MAX_RECORD_BYTES))
         except (ValueError, RecursionError) as exc:
-            raise ModelError(path, f"is not valid JSON ({exc})") from exc
+            raise self._error(path, f"is not valid JSON ({exc})") from exc
         if problem := _record_problem(record, version):
-            raise ModelError(path, problem)
+            raise self._error(path, problem)
         return record
 
     def load(self, version: str) -> Model:
-        """Load a version and verify checksum, array names, dtype, shapes and finiteness."""
+        """Load a version, verifying checksum, arrays and bounds; failures are remembered."""
+        directory = self._version_dir(version)
+        key = (version, _signature(directory / RECORD, directory / WEIGHTS))
+        if (known := self._failed.get(key)) is not None:
+            raise known
+        try:
+            return self._load(version)
+        except VersionNotFound:
+            raise
+        except ModelError as exc:
+            if len(self._failed) >= REMEMBERED_FAILURES:
+                self._failed.pop(next(iter(self._failed)))
+            self._failed[key] = exc
+            raise
+
+    def _load(self, version: str) -> Model:
+        """The uncached load."""
         record = self.record(version)
+        hidden = record["hyperparameters"]["hidden_size"]
         path = self.root / version / WEIGHTS
-        data = self._read(path)
+        # a stored npz is the raw arrays plus a few hundred bytes of zip and npy headers
+        data = self._read(path, 8 * sum(map(np.prod, _expected_shapes(hidden).values())) + 4096)
         digest = hashlib.sha256(data).hexdigest()
         if digest != record["sha256"]:
-            raise ModelError(path, f"sha256 is {digest}, but {RECORD} says {record['sha256']}")
-        params = _read_npz(path, data)
-        if problem := _params_problem(params, record["hyperparameters"]["hidden_size"]):
-            raise ModelError(path, problem)
+            raise self._error(path, f"sha256 is {digest}, but {RECORD} says {record['sha256']}")
+        try:
+            params = _read_npz(data, hidden)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+            raise self._error(path, f"is not a valid model archive: {exc}") from exc
+        if problem := _params_problem(params, hidden):
+            raise self._error(path, problem)
         return Model(version=version, params=params, record=record)
 
     def load_current(self) -> Model:
         """Load the active version; a missing or dangling CURRENT is a ModelError on CURRENT."""
         version = self.current()
         if version is None:
-            raise ModelError(self.current_file, "is missing (no active version)")
+            raise self._error(self.current_file, "is missing (no active version)")
         try:
             return self.load(version)
         except VersionNotFound as exc:
-            raise ModelError(self.current_file, f"names {version!r}, not a stored version") from exc
+            problem = f"names {version!r}, not a stored version"
+            raise self._error(self.current_file, problem) from exc
+
+    def gate(self, version: str, max_bits: int) -> dict:
+        """The gate result for max_bits: the recorded one if it covers max_bits, else run now."""
+        return self._gate(self.load(version), max_bits)
+
+    def _gate(self, model: Model, max_bits: int) -> dict:
+        """Recorded result if wide enough; version directories are immutable, so not rewritten."""
+        recorded = model.record.get("gate")
+        if isinstance(recorded, dict) and recorded["max_bits"] >= max_bits:
+            return recorded
+        return run_gate(Predictor(model.params), max_bits)
 
     def save(
         self,
@@ -268,14 +371,19 @@ class ModelStore:
         *,
         activate: bool = False,
         extra_files: Mapping[str, bytes] | None = None,
+        max_bits: int = 4096,
     ) -> str:
-        """Write a new version atomically (temp dir, fsync, rename) and return its id."""
+        """Write a new version atomically (temp dir, fsync, rename) with its gate result.
+
+        The gate runs here at max_bits unless record_fields carries a result ("gate").
+        With activate, the version goes live only if it passes (else GateFailed, still saved).
+        """
         extra_files = dict(extra_files or {})
         for name in extra_files:
             if not EXTRA_NAME.fullmatch(name) or name in (WEIGHTS, RECORD):
                 raise ValueError(f"extra file name {name!r} is not allowed")
         now = datetime.now(UTC)
-        version = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        version = new_version_id(now)
         record = {
             **record_fields,
             "format_version": FORMAT_VERSION,
@@ -287,6 +395,8 @@ class ModelStore:
             raise ValueError(f"record_fields: {problem}")
         if problem := _params_problem(params, record["hyperparameters"]["hidden_size"]):
             raise ValueError(f"params: {problem}")
+        if record.get("gate") is None:
+            record["gate"] = run_gate(Predictor(dict(params)), max_bits)
         buffer = io.BytesIO()
         np.savez(buffer, **params)
         weights = buffer.getvalue()
@@ -297,28 +407,30 @@ class ModelStore:
         tmp = self.root / f".tmp-{secrets.token_hex(8)}"
         tmp.mkdir()
         try:
-            _write_file(tmp / WEIGHTS, weights)
-            _write_file(tmp / RECORD, text.encode())
+            write_new(tmp / WEIGHTS, weights)
+            write_new(tmp / RECORD, text.encode())
             for name, data in extra_files.items():
-                _write_file(tmp / name, data)
-            _fsync_dir(tmp)
+                write_new(tmp / name, data)
+            fsync_dir(tmp)
             os.rename(tmp, self.root / version)  # fails if the id exists: never overwrites
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         if activate:
-            self.activate(version)
+            self.activate(version, max_bits=max_bits)
         return version
 
-    def activate(self, version: str) -> None:
-        """Validate a version fully, then atomically point CURRENT at it."""
-        self.load(version)
-        tmp = self.root / f".tmp-{CURRENT}-{secrets.token_hex(8)}"
-        try:
-            _write_file(tmp, f"{version}\n".encode())
-            os.replace(tmp, self.current_file)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.root)
+    def activate(self, version: str, *, force: bool = False, max_bits: int = 4096) -> dict:
+        """Validate a version and gate it, then point CURRENT at it atomically; return the gate.
+
+        A version that fails the gate goes live only with force, and never becomes LAST_GOOD.
+        """
+        model = self.load(version)
+        gate = self._gate(model, max_bits)
+        if not gate["passed"] and not force:
+            raise GateFailed(self.root / version / RECORD, gate, self.root)
+        atomic_write(self.current_file, f"{version}\n".encode())
+        if gate["passed"]:
+            atomic_write(self.last_good_file, f"{version}\n".encode())
+        return gate

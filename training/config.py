@@ -1,0 +1,201 @@
+"""Training settings and their bounds, defined once for the CLI, the HTTP API and its schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_JOB_SECONDS = 600.0  # the longest a retrain job requested over HTTP may be estimated to take
+# Seconds per update and trained bit, fitted on one core by `python -m benchmarks.training
+# --work`: a fixed cost per step, plus a cost per pair x hidden unit x (hidden units + 2).
+SECONDS_PER_STEP_BIT = 2.0e-5
+SECONDS_PER_UNIT = 1.2e-9
+
+
+class ConfigError(ValueError):
+    """A setting is missing, of the wrong type or out of bounds; .field names it."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting: its type, bounds, default and the help the CLI and the schema show."""
+
+    kind: type
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    choices: tuple[str, ...] = ()
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The original program: per-sample SGD at 0.1 for 10,000 updates, 16 units, no biases, and
+    # its random draws (numpy's legacy RandomState), checked every 100 updates like it does.
+    "original": {
+        "hidden_size": 16,
+        "optimizer": "sgd",
+        "learning_rate": 0.1,
+        "batch_size": 1,
+        "max_steps": 10_000,
+        "bits": 8,
+        "long_bits": 0,
+        "biases": False,
+        "check_every": 100,
+    },
+}
+
+FIELDS: dict[str, Field] = {
+    "preset": Field(str, "default", "named starting point; explicit settings override it",
+                    choices=tuple(PRESETS)),
+    "seed": Field(int, 0, "random seed of the initial weights and the training pairs",
+                  0, 2**32 - 1),
+    "hidden_size": Field(int, 16, "number of hidden units", 1, 256),
+    "optimizer": Field(str, "adam", "update rule", choices=("adam", "sgd")),
+    "learning_rate": Field(float, 0.15, "step size", 0.0, 10.0, exclusive_minimum=True),
+    # 0.5 reached 100% at 8 bits in fewer updates than Adam's usual 0.9
+    "beta1": Field(float, 0.5, "Adam's first-moment decay", 0.0, 1.0, exclusive_maximum=True),
+    "batch_size": Field(int, 32, "pairs per update", 1, 4096),
+    "max_steps": Field(int, 20_000, "most updates before training stops", 1, 100_000),
+    "bits": Field(int, 8, "width of the first phase, until every 8-bit sum is exact", 2, 64),
+    "long_bits": Field(int, 32, "width of the second phase, until the promotion gate passes "
+                       "(0: stop once every 8-bit sum is exact)", 0, 64),
+    "biases": Field(bool, False, "train bias vectors too"),
+    "check_every": Field(int, 10, "updates between accuracy checks", 1, 10_000),
+    "early_stop": Field(bool, True, "stop as soon as the goal is reached, not at max_steps"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run, checked against FIELDS when made."""
+
+    preset: str = FIELDS["preset"].default
+    seed: int = FIELDS["seed"].default
+    hidden_size: int = FIELDS["hidden_size"].default
+    optimizer: str = FIELDS["optimizer"].default
+    learning_rate: float = FIELDS["learning_rate"].default
+    beta1: float = FIELDS["beta1"].default
+    batch_size: int = FIELDS["batch_size"].default
+    max_steps: int = FIELDS["max_steps"].default
+    bits: int = FIELDS["bits"].default
+    long_bits: int = FIELDS["long_bits"].default
+    biases: bool = FIELDS["biases"].default
+    check_every: int = FIELDS["check_every"].default
+    early_stop: bool = FIELDS["early_stop"].default
+
+    def __post_init__(self) -> None:
+        for name in FIELDS:
+            object.__setattr__(self, name, check_value(name, getattr(self, name)))
+        if self.long_bits and self.long_bits < self.bits:
+            raise ConfigError("long_bits", f"long_bits must be 0 or at least bits ({self.bits})")
+
+
+def _range_text(spec: Field) -> str:
+    """Human form of a field's bounds, for messages and help."""
+    low = "(" if spec.exclusive_minimum else "["
+    high = ")" if spec.exclusive_maximum else "]"
+    return f"{low}{spec.minimum:g}, {spec.maximum:g}{high}"
+
+
+def check_value(name: str, value: object) -> Any:
+    """Return value as the field's type if it is one and within bounds; else ConfigError."""
+    spec = FIELDS[name]
+    if spec.kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"{name} must be true or false")
+        return value
+    if spec.kind is str:
+        if not isinstance(value, str) or value not in spec.choices:
+            raise ConfigError(name, f"{name} must be one of {', '.join(spec.choices)}")
+        return value
+    # numbers: bool is not a number here; ints may come as integral floats (JSON has one type)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(name, f"{name} must be a number in {_range_text(spec)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(name, f"{name} must be finite")
+    if spec.kind is int and isinstance(value, float) and not value.is_integer():
+        raise ConfigError(name, f"{name} must be a whole number")
+    # compare before converting: a 400-digit int must fail here, not overflow in float()
+    assert spec.minimum is not None and spec.maximum is not None
+    below = value <= spec.minimum if spec.exclusive_minimum else value < spec.minimum
+    above = value >= spec.maximum if spec.exclusive_maximum else value > spec.maximum
+    if below or above:
+        shown = value if abs(value) < 1e15 else f"{'-' if value < 0 else ''}a very large number"
+        raise ConfigError(name, f"{name} must be in {_range_text(spec)}, got {shown}")
+    return spec.kind(value)
+
+
+def work_seconds_estimate(config: TrainConfig) -> float:
+    """Upper estimate of one run's training time on one core, from its size alone."""
+    width = max(config.bits, config.long_bits)
+    per_bit = SECONDS_PER_STEP_BIT + SECONDS_PER_UNIT * config.batch_size * config.hidden_size * (
+        config.hidden_size + 2
+    )
+    return config.max_steps * width * per_bit
+
+
+def make_config(values: Mapping[str, object], *, bound_work: bool = True) -> TrainConfig:
+    """A config from a preset plus explicit values, every one checked; optionally work-bounded."""
+    unknown = sorted(str(k) for k in values if k not in FIELDS)
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown field {unknown[0]!r}; allowed: {', '.join(FIELDS)}")
+    preset = check_value("preset", values.get("preset", "default"))
+    config = TrainConfig(**{**PRESETS[preset], **values, "preset": preset})  # type: ignore[arg-type]
+    if bound_work:
+        seconds = work_seconds_estimate(config)
+        if seconds > MAX_JOB_SECONDS:
+            raise ConfigError(
+                "max_steps",
+                f"this job would take about {seconds:,.0f} s, over the limit of "
+                f"{MAX_JOB_SECONDS:,.0f} s; lower max_steps, batch_size, hidden_size or bits",
+            )
+    return config
+
+
+def config_from_request(body: Mapping[str, object]) -> TrainConfig:
+    """The config an HTTP retrain request asks for; ConfigError names what is wrong."""
+    if not isinstance(body, Mapping):
+        raise ConfigError(None, "the body must be a JSON object of training settings")
+    return make_config(body, bound_work=True)
+
+
+def request_schema() -> dict:
+    """JSON Schema of a retrain request's settings, for the OpenAPI document."""
+    properties: dict[str, dict] = {}
+    for name, spec in FIELDS.items():
+        prop: dict[str, Any] = {"description": spec.help, "default": spec.default}
+        if spec.kind is bool:
+            prop["type"] = "boolean"
+        elif spec.kind is str:
+            prop.update(type="string", enum=list(spec.choices))
+        else:
+            prop["type"] = "integer" if spec.kind is int else "number"
+            prop["exclusiveMinimum" if spec.exclusive_minimum else "minimum"] = spec.kind(
+                spec.minimum
+            )
+            prop["exclusiveMaximum" if spec.exclusive_maximum else "maximum"] = spec.kind(
+                spec.maximum
+            )
+        properties[name] = prop
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "description": "Training settings; a preset fills in what is not given. A job estimated "
+        f"to take over {MAX_JOB_SECONDS:g} s on one core is refused.",
+    }
+
+
+def config_fields(config: TrainConfig) -> dict[str, Any]:
+    """The config as a plain dict, as stored in model.json."""
+    return dataclasses.asdict(config)
