@@ -27,8 +27,6 @@ from tests import servers
 
 RNNADD = Path(sys.executable).with_name("rnnadd")  # the console script installed beside python
 
-TERMINAL = ("succeeded", "failed", "rejected")
-
 
 class FakeResponse:
     """Just enough of requests.Response for the client."""
@@ -285,6 +283,26 @@ def test_retrain_reaches_every_worker_and_rollback_too(
 
 
 @pytest.mark.integration
+def test_cancel_stops_a_running_job(server: servers.Server, admin: Client) -> None:
+    live = admin.model()["version"]
+    slow = {"optimizer": "sgd", "learning_rate": 1e-6, "batch_size": 1, "max_steps": 100_000}
+    job_id = admin.retrain(**slow)["job_id"]
+    try:
+        answer = admin.cancel(job_id)
+        assert answer["id"] == job_id
+    finally:
+        done = servers.wait_job(server, job_id)
+    assert done["status"] == "cancelled", done
+    with pytest.raises(RequestError) as info:
+        admin.cancel(job_id)
+    assert info.value.status == 409, "a job that has ended cannot be cancelled"
+    with Client(server.url) as anonymous, pytest.raises(RequestError) as info:
+        anonymous.cancel(job_id)
+    assert info.value.status == 401
+    assert admin.model()["version"] == live
+
+
+@pytest.mark.integration
 def test_second_retrain_during_the_first_is_409(server: servers.Server, admin: Client) -> None:
     live = admin.model()["version"]
     slow = {"optimizer": "sgd", "learning_rate": 1e-6, "batch_size": 1, "max_steps": 3000}
@@ -337,3 +355,5 @@ def test_cli(server: servers.Server) -> None:
     assert cli(server, "activate", model["version"]).returncode == 0
     missing = cli(server, "job", "20260101T000000Z-00000000")
     assert missing.returncode == 1 and "404" in missing.stderr
+    ended = cli(server, "cancel", job["id"])
+    assert ended.returncode == 1 and ended.stderr.startswith("error: 409"), ended.stderr
