@@ -4,6 +4,9 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# The label lets `make clean-docker` remove this stage's untagged image, which the classic builder
+# (docker-compose 1.29) keeps after every build.
+LABEL io.rnnadd.project=rnnadd io.rnnadd.image=api-build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
@@ -25,6 +28,7 @@ RUN set -e; \
     cp /tmp/models/CURRENT /opt/seed-models/CURRENT
 
 FROM ${PYTHON_IMAGE}
+LABEL io.rnnadd.project=rnnadd io.rnnadd.image=api
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
