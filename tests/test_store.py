@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from training import files as files_module
 from training import store as store_module
 from training.store import (
     RECORD,
     WEIGHTS,
+    GateFailed,
     Model,
     ModelError,
     ModelStore,
@@ -55,6 +59,8 @@ def make_fields(hidden: int = HIDDEN, **overrides: object) -> dict:
                     "accuracy_64bit": 0.99, "final_loss": 0.001},
         "history": [{"step": 50, "loss": 0.2, "accuracy": 0.5}],
         "parent": None,
+        # a recorded pass, so these tests exercise the store and not the gate (tested below)
+        "gate": {"passed": True, "max_bits": 4096, "seconds": 0.1, "failed": None, "checks": []},
     }
     fields.update(overrides)
     return fields
@@ -164,7 +170,7 @@ def test_versions_lists_a_broken_record_with_its_error(store: ModelStore) -> Non
     listed = {r["version"]: r for r in store.versions()}
     assert "error" not in listed[good]
     assert listed[bad].keys() == {"version", "error"}
-    assert str(store.root / bad / RECORD) in listed[bad]["error"]
+    assert listed[bad]["error"].startswith(f"{bad}/{RECORD}: ")
     assert "not valid JSON" in listed[bad]["error"]
 
 
@@ -188,7 +194,7 @@ def test_load_current_refuses_a_bad_current(store: ModelStore, content: str) -> 
     with pytest.raises(ModelError) as caught:
         store.load_current()
     assert caught.value.path == store.current_file
-    assert str(caught.value).startswith(str(store.current_file))
+    assert str(caught.value).startswith("CURRENT: ")
 
 
 def test_load_current_without_current(store: ModelStore) -> None:
@@ -211,7 +217,7 @@ def test_current_is_replaced_atomically(store: ModelStore, monkeypatch) -> None:
 
     monkeypatch.setattr(store_module.os, "replace", spy)
     store.activate(second)
-    assert seen == [(store.root, f"{second}\n", first)]
+    assert seen[0] == (store.root, f"{second}\n", first)  # then LAST_GOOD, the same way
     assert store.current() == second
 
     def failing(src, dst):
@@ -254,14 +260,14 @@ def test_a_version_appears_only_when_complete(store: ModelStore, monkeypatch) ->
 def test_failed_save_leaves_nothing_behind(store: ModelStore, monkeypatch) -> None:
     store.save(make_params(), make_fields())
     before = sorted(p.name for p in store.root.iterdir())
-    real_write = store_module._write_file
+    real_write = store_module.write_new
 
     def write_then_fail(path: Path, data: bytes) -> None:
         real_write(path, data)
         if path.name == RECORD:
             raise OSError("no space left")
 
-    monkeypatch.setattr(store_module, "_write_file", write_then_fail)
+    monkeypatch.setattr(store_module, "write_new", write_then_fail)
     with pytest.raises(OSError, match="no space left"):
         store.save(make_params(), make_fields())
     assert sorted(p.name for p in store.root.iterdir()) == before
@@ -361,26 +367,27 @@ def drop_key(key: str) -> Callable[[Path, dict], None]:
 BAD_ARTIFACTS = {
     "flipped byte": (flip_byte, WEIGHTS, "sha256 is [0-9a-f]{64}, but model.json says"),
     "wrong shape": (with_array("w_h", np.zeros((3, 4))), WEIGHTS,
-                    r"array 'w_h' has shape \(3, 4\), expected \(4, 4\)"),
+                    r"array 'w_h' has shape \(3, 4\) and dtype float64, expected \(4, 4\) float64"),
     "wrong shape of w_o": (with_array("w_o", np.zeros((HIDDEN, 1))), WEIGHTS,
-                           r"array 'w_o' has shape \(4, 1\), expected \(1, 4\)"),
+                           r"array 'w_o' has shape \(4, 1\) and dtype float64, expected \(1, 4\)"),
     "hidden size disagrees": (lambda vdir, p: edit_record(vdir, hyperparameters={
-        "hidden_size": 8, "bits": 8}), WEIGHTS, r"'w_i' has shape \(4, 2\), expected \(8, 2\)"),
+        "hidden_size": 8, "bits": 8}), WEIGHTS,
+        r"'w_i' has shape \(4, 2\) and dtype float64, expected \(8, 2\)"),
     "NaN": (nan_in("w_h"), WEIGHTS, "array 'w_h' has non-finite values"),
     "inf": (with_array("w_o", np.full((1, HIDDEN), np.inf)), WEIGHTS, "'w_o' has non-finite"),
     "float32": (with_array("w_i", np.zeros((HIDDEN, 2), np.float32)), WEIGHTS,
-                "array 'w_i' has dtype float32, expected float64"),
+                r"array 'w_i' has shape \(4, 2\) and dtype float32, expected \(4, 2\) float64"),
     "big-endian": (with_array("w_i", np.zeros((HIDDEN, 2), ">f8")), WEIGHTS, "dtype >f8"),
     "int array": (with_array("w_i", np.zeros((HIDDEN, 2), np.int64)), WEIGHTS, "dtype int64"),
     "pickled object": (pickled_object, WEIGHTS,
-                       "array 'w_h' cannot be loaded safely: .*allow_pickle=False"),
+                       r"array 'w_h' has shape \(2,\) and dtype object"),
     "extra array": (with_array("extra", np.zeros(1)), WEIGHTS, r"unexpected arrays \['extra'\]"),
     "missing array": (without_array("w_o"), WEIGHTS, r"missing arrays \['w_o'\]"),
     "lone bias": (with_array("b_h", np.zeros(HIDDEN)), WEIGHTS, r"\['b_h'\] without its pair"),
     "not a zip": (write_file(WEIGHTS, b"\x93NUMPY not a zip", fix_sha=True), WEIGHTS,
                   "is not an npz"),
     "truncated zip": (write_file(WEIGHTS, b"PK\x03\x04" + b"\0" * 20, fix_sha=True), WEIGHTS,
-                      "is not a readable npz archive"),
+                      "is not a valid model archive"),
     "missing weights": (lambda vdir, p: (vdir / WEIGHTS).unlink(), WEIGHTS, "is missing"),
     "missing record": (lambda vdir, p: (vdir / RECORD).unlink(), RECORD, "is missing"),
     "invalid JSON": (write_file(RECORD, b"{\"format_version\": 1,"), RECORD, "is not valid JSON"),
@@ -413,9 +420,11 @@ def test_load_refuses_bad_artifacts(store: ModelStore, corrupt, filename, messag
     error = caught.value
     assert type(error) is ModelError
     assert error.path == vdir / filename
-    assert re.match(rf"{re.escape(str(vdir / filename))}: .*{message}", str(error)), str(error)
+    # relative to the model directory: messages reach clients, server paths must not
+    assert re.match(rf"{re.escape(f'{vdir.name}/{filename}')}: .*{message}", str(error)), str(error)
+    assert str(store.root) not in str(error)
     if filename == RECORD:
-        with pytest.raises(ModelError, match=re.escape(str(vdir / filename))):
+        with pytest.raises(ModelError, match=re.escape(f"{vdir.name}/{filename}")):
             store.record(version)
 
 
@@ -458,3 +467,140 @@ def test_unknown_version_is_not_found(store: ModelStore) -> None:
     with pytest.raises(VersionNotFound):
         store.activate(missing)
     assert store.current() is None
+
+
+# --- safe, cheap loading and the promotion gate ------------------------------------------------
+
+
+def inflating_npz(hidden: int, rows: int) -> bytes:
+    """A small deflated npz whose w_h header claims (rows, hidden) float64: gigabytes inflated."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (rows, hidden)})
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, shape in (("w_i", (hidden, 2)), ("w_o", (1, hidden))):
+            buf = io.BytesIO()
+            np.save(buf, np.zeros(shape))
+            archive.writestr(f"{name}.npy", buf.getvalue())
+        with archive.open("w_h.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            zeros = b"\0" * (1 << 20)
+            for _ in range(2):  # 2 MB of zeros deflate to 2 KB; the header claims 32 GB
+                member.write(zeros)
+    return out.getvalue()
+
+
+def test_an_inflating_npz_is_refused_from_its_header_at_once(store: ModelStore) -> None:
+    version = store.save(make_params(), make_fields())
+    data = inflating_npz(HIDDEN, rows=10**9)
+    assert len(data) < 1 << 20
+    path = store.root / version / WEIGHTS
+    path.chmod(0o644)
+    path.write_bytes(data)
+    edit_record(store.root / version, sha256=hashlib.sha256(data).hexdigest())
+    started = time.perf_counter()
+    with pytest.raises(ModelError, match=r"'w_h' has shape \(1000000000, 4\)"):
+        store.load(version)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_an_oversized_weights_file_is_refused_unread(store: ModelStore) -> None:
+    version = store.save(make_params(), make_fields())
+    path = store.root / version / WEIGHTS
+    path.chmod(0o644)
+    path.write_bytes(b"PK\x03\x04" + b"\0" * (1 << 20))
+    with pytest.raises(ModelError, match="is larger than"):
+        store.load(version)
+
+
+def test_failed_loads_are_remembered_until_the_files_change(store, monkeypatch) -> None:
+    version = store.save(make_params(), make_fields())
+    (store.root / version / RECORD).chmod(0o644)
+    edit_record(store.root / version, sha256="f" * 64)
+    reads = []
+    real = store_module.ModelStore._load
+    monkeypatch.setattr(store_module.ModelStore, "_load",
+                        lambda self, v: reads.append(v) or real(self, v))
+    for _ in range(3):
+        with pytest.raises(ModelError, match="sha256"):
+            store.load(version)
+    assert reads == [version]
+    edit_record(store.root / version, sha256="e" * 64)  # a new file: tried again
+    with pytest.raises(ModelError):
+        store.load(version)
+    assert len(reads) == 2
+
+
+@pytest.mark.parametrize(("key", "value"), [("hidden_size", 100_000), ("bits", 65),
+                                            ("learning_rate", 10**400), ("biases", "yes")])
+def test_hyperparameters_are_bounded(store: ModelStore, key: str, value: object) -> None:
+    version = store.save(make_params(), make_fields())
+    hyper = {**make_fields()["hyperparameters"], key: value}
+    (store.root / version / RECORD).chmod(0o644)
+    edit_record(store.root / version, hyperparameters=hyper)
+    with pytest.raises(ModelError, match=f"hyperparameters.{key}"):
+        store.load(version)
+
+
+def failing_fields() -> dict:
+    """A record whose gate failed, as training would store it."""
+    gate = {"passed": False, "max_bits": 4096, "seconds": 0.1, "failed": "random_4096bit",
+            "checks": []}
+    return make_fields(gate=gate)
+
+
+def test_activation_is_refused_when_the_gate_fails(store: ModelStore) -> None:
+    good = store.save(make_params(1), make_fields(), activate=True)
+    bad = store.save(make_params(2), failing_fields())
+    with pytest.raises(GateFailed) as caught:
+        store.activate(bad)
+    assert isinstance(caught.value, ModelError) and caught.value.check == "random_4096bit"
+    assert caught.value.gate["passed"] is False and str(store.root) not in str(caught.value)
+    assert store.current() == good and store.last_good() == good
+    gate = store.activate(bad, force=True)
+    assert gate["passed"] is False
+    assert store.current() == bad and store.last_good() == good  # forced is never last good
+
+
+def test_gate_is_run_when_the_record_does_not_cover_max_bits(store: ModelStore) -> None:
+    fields = make_fields(gate={"passed": True, "max_bits": 64, "seconds": 0.1, "failed": None,
+                               "checks": []})
+    version = store.save(make_params(), fields)  # random weights: they cannot add
+    assert store.gate(version, 64)["passed"] is True  # the recorded result covers 64
+    fresh = store.gate(version, 128)
+    assert fresh["passed"] is False and fresh["max_bits"] == 128
+    assert store.record(version)["gate"]["max_bits"] == 64  # versions are immutable
+    with pytest.raises(GateFailed):
+        store.activate(version, max_bits=128)
+
+
+def test_save_runs_and_records_the_gate(store: ModelStore) -> None:
+    fields = make_fields()
+    del fields["gate"]
+    version = store.save(make_params(), fields, max_bits=100)
+    gate = store.record(version)["gate"]
+    assert gate["max_bits"] == 100 and gate["passed"] is False
+    assert gate["failed"] == "exhaustive_8bit" and gate["checks"][0]["example"] is not None
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
+def test_write_errors_propagate_and_leave_nothing(store: ModelStore, monkeypatch, code) -> None:
+    first = store.save(make_params(1), make_fields(), activate=True)
+
+    def failing(path, data):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(store_module, "write_new", failing)
+    monkeypatch.setattr(files_module, "write_new", failing)
+    with pytest.raises(OSError) as caught:
+        store.save(make_params(2), make_fields())
+    assert caught.value.errno == code
+    second = [v["version"] for v in store.versions()]
+    with pytest.raises(OSError):
+        store.activate(first)
+    assert second == [first] and store.current() == first
+    assert leftovers(store.root) == []

@@ -9,20 +9,28 @@ import numpy as np
 import pytest
 
 from training import train as train_module
+from training.config import (
+    FIELDS,
+    MAX_JOB_SECONDS,
+    ConfigError,
+    config_from_request,
+    request_schema,
+    work_seconds_estimate,
+)
 from training.store import ModelStore
-from training.train import TrainConfig, preset, train
+from training.train import TrainConfig, make_config, train
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_default_config_reaches_full_accuracy(seed: int) -> None:
+@pytest.mark.parametrize("seed", range(3))
+def test_default_config_reaches_the_gate(seed: int) -> None:
     result = train(TrainConfig(seed=seed))
-    assert result.accuracy == 1.0
-    assert result.history[-1]["accuracy"] == 1.0
+    assert result.accuracy == 1.0 and result.gate is not None and result.gate["passed"]
+    assert result.gate["max_bits"] == 4096
     assert result.steps < TrainConfig().max_steps
 
 
 def test_original_preset_reaches_full_accuracy_at_seed_0() -> None:
-    config = preset("original", seed=0)
+    config = make_config({"preset": "original", "seed": 0})
     assert (config.optimizer, config.learning_rate, config.batch_size) == ("sgd", 0.1, 1)
     assert (config.hidden_size, config.max_steps, config.biases) == (16, 10_000, False)
     result = train(config)
@@ -38,7 +46,7 @@ def test_training_is_deterministic_for_a_seed() -> None:
 
 
 def test_biases_are_trained_and_returned() -> None:
-    result = train(TrainConfig(seed=0, biases=True, max_steps=50, target_accuracy=2.0))
+    result = train(TrainConfig(seed=0, biases=True, max_steps=50, early_stop=False))
     assert result.steps == 50 and set(result.params) == {"w_i", "w_h", "w_o", "b_h", "b_o"}
     assert np.any(result.params["b_h"] != 0)
 
@@ -46,7 +54,7 @@ def test_biases_are_trained_and_returned() -> None:
 def test_progress_is_reported_at_each_check() -> None:
     seen: list[tuple[int, int, float, float]] = []
     train(
-        TrainConfig(seed=0, max_steps=40, check_every=10, target_accuracy=2.0),
+        TrainConfig(seed=0, max_steps=40, check_every=10, early_stop=False),
         lambda *args: seen.append(args),
     )
     assert [s[0] for s in seen] == [10, 20, 30, 40]
@@ -56,6 +64,7 @@ def test_progress_is_reported_at_each_check() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
+        ("long_bits", 4, "long_bits"),
         ("optimizer", "rmsprop", "optimizer"),
         ("hidden_size", 0, "hidden_size"),
         ("batch_size", 0, "batch_size"),
@@ -78,7 +87,8 @@ def test_cli_trains_saves_and_activates(tmp_path: Path, capsys: pytest.CaptureFi
     version = store.current()
     model = store.load(version)
     record = json.loads((tmp_path / version / "model.json").read_text())
-    assert record["metrics"]["accuracy_8bit"] == 1.0
+    assert record["metrics"]["accuracy_8bit"] == 1.0 and record["gate"]["passed"]
+    assert store.last_good() == version
     assert record["hyperparameters"]["optimizer"] == "adam" and record["seed"] == 1
     assert record["parent"] is None and record["history"]
     assert model.params["w_h"].shape == (16, 16)
@@ -97,7 +107,7 @@ def test_cli_without_activate_keeps_current(tmp_path: Path) -> None:
     assert store.versions()[-1]["parent"] == first
 
 
-def test_cli_refuses_to_activate_an_inaccurate_model(tmp_path: Path) -> None:
+def test_cli_refuses_to_activate_a_model_that_fails_the_gate(tmp_path: Path) -> None:
     code = train_module.main(
         ["--seed", "1", "--model-dir", str(tmp_path), "--quiet", "--max-steps", "5"]
     )
@@ -110,3 +120,60 @@ def test_cli_reports_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert train_module.main(["--hidden-size", "0", "--model-dir", str(tmp_path)]) == 2
     assert "hidden_size" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"hidden_size": True}, "hidden_size"),  # bool is not an int
+        ({"hidden_size": 5.5}, "hidden_size"),
+        ({"learning_rate": 10**400}, "learning_rate"),  # range error, not OverflowError
+        ({"learning_rate": -(10**400)}, "learning_rate"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"beta1": 1.0}, "beta1"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"biases": 1}, "biases"),
+        ({"bits": 65}, "bits"),
+        ({"colour": "red"}, "colour"),
+        ({"preset": "fast"}, "preset"),
+        ({"hidden_size": 256, "batch_size": 4096, "max_steps": 100_000}, "max_steps"),
+    ],
+)
+def test_config_from_request_refuses_with_the_field(body: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_request(body)
+    assert info.value.field == field and field in str(info.value)
+
+
+def test_config_from_request_accepts_integral_floats_and_presets() -> None:
+    config = config_from_request({"hidden_size": 5.0, "seed": 7, "learning_rate": 1})
+    assert config.hidden_size == 5 and type(config.hidden_size) is int
+    assert config.learning_rate == 1.0 and type(config.learning_rate) is float
+    original = config_from_request({"preset": "original", "seed": 2})
+    assert (original.optimizer, original.batch_size, original.long_bits) == ("sgd", 1, 0)
+    assert work_seconds_estimate(TrainConfig()) < MAX_JOB_SECONDS
+
+
+def test_request_schema_states_the_bounds_of_every_field() -> None:
+    schema = request_schema()
+    assert schema["additionalProperties"] is False and set(schema["properties"]) == set(FIELDS)
+    assert schema["properties"]["hidden_size"] == {
+        "type": "integer", "minimum": 1, "maximum": 256, "default": 16,
+        "description": FIELDS["hidden_size"].help}
+    assert schema["properties"]["learning_rate"]["exclusiveMinimum"] == 0.0
+    assert schema["properties"]["optimizer"]["enum"] == ["adam", "sgd"]
+
+
+def test_every_cli_flag_has_help() -> None:
+    parser_help = train_module.parse_args.__doc__
+    assert parser_help
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        train_module.parse_args(["--help"])
+    text = out.getvalue()
+    for name in FIELDS:
+        assert f"--{name.replace('_', '-')}" in text
+    assert "--no-early-stop" in text

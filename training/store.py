@@ -116,7 +116,7 @@ def _record_problem(record: object, version: str) -> str | None:
         if not _positive_int(hyper.get(key)):
             return f"hyperparameters.{key} must be a positive integer"
     for key, value in hyper.items():  # the training bounds; keys of older trainers are ignored
-        if key in FIELDS:
+        if key in FIELDS and not (key == "preset" and value is None):  # older records: None
             try:
                 check_value(key, value)
             except ConfigError as exc:

@@ -57,6 +57,7 @@ class TrainResult:
     accuracy: float
     history: list[dict] = field(default_factory=list)
     gate: dict | None = None
+    gate_seconds: float = 0.0  # spent in full gate runs, part of seconds
 
 
 def sources(config: TrainConfig) -> tuple[rnn.Params, Draw]:
@@ -115,6 +116,7 @@ def train(
     optimizer = rnn.optimizer(config.optimizer, config.learning_rate, config.beta1)
     history: list[dict] = []
     gate: dict | None = None
+    gate_seconds = 0.0
     width = config.bits
     started = time.perf_counter()
     running, count, step = 0.0, 0, 0
@@ -136,6 +138,7 @@ def train(
                     done = True
                 elif full == 1.0 and quick_check(predictor, max_bits):
                     gate = run_gate(predictor, max_bits)
+                    gate_seconds += gate["seconds"]
                     done = gate["passed"]
             point = {"step": step, "loss": running / count, "bits": x.shape[0],
                      "batch_accuracy": exact, "accuracy": full}
@@ -159,6 +162,7 @@ def train(
         float(accuracy if accuracy is not None else exhaustive_accuracy(params)),
         history,
         gate,
+        gate_seconds,
     )
 def curve_png(history: list[dict[str, float]]) -> bytes | None:
     """The picture of errors falling, when matplotlib (an optional extra) is installed."""
