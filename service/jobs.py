@@ -108,15 +108,18 @@ class JobFiles:
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest `keep` finished jobs; a job whose process lives is kept.
 
-        A queued or running record whose process is gone counts as finished (it is a dead job).
-        Returns the ids removed.
+        A queued or running record whose process is gone counts as finished (it is a dead job),
+        and so does a damaged one. Returns the ids removed.
         """
-        finished, removed = 0, []
+        found: list[tuple[str, dict | None]] = []
         for job_id in self.ids():
             try:
-                record = self.read(job_id)
+                found.append((job_id, self.read(job_id)))
             except JobRecordError:
-                record = None
+                found.append((job_id, None))
+        found.sort(key=lambda item: age(item[1] or {"id": item[0]}), reverse=True)
+        finished, removed = 0, []
+        for job_id, record in found:
             if record is not None and record["status"] in ACTIVE and self.alive(job_id):
                 continue
             finished += 1
@@ -170,6 +173,12 @@ class JobFiles:
         for suffix in (".log", ".cancel", ".lock", ".json"):
             with contextlib.suppress(FileNotFoundError):
                 self.path(job_id, suffix).unlink()
+
+
+def age(record: dict) -> tuple[str, str]:
+    """Sort key of a job's creation: the id's second, then created_at within that second."""
+    created = record.get("created_at")
+    return record["id"][:16], created if isinstance(created, str) else ""
 
 
 class JobRecordError(Exception):
@@ -226,7 +235,9 @@ NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 def storage_error(exc: OSError, action: str) -> errors.APIError:
     """A failed write to the model directory, as 503 (read-only) or 507 (full)."""
     if exc.errno in FULL:
-        return errors.InsufficientStorage(f"Cannot {action}: the model directory is full.")
+        return errors.InsufficientStorage(
+            f"Cannot {action}: the model directory is full ({os.strerror(exc.errno)})."
+        )
     if exc.errno in NOT_WRITABLE:
         return errors.ServiceUnavailable(
             f"Cannot {action}: the model directory is not writable ({os.strerror(exc.errno)})."
@@ -341,11 +352,14 @@ class JobManager:
         return self._settle(record)
 
     def list(self, limit: int = 50) -> tuple[list[dict], list[dict]]:
-        """Newest jobs first, and the damaged records skipped on the way (id and problem)."""
+        """Newest jobs first, and the damaged records skipped on the way (id and problem).
+
+        Ids order by second; jobs of the same second are ordered by their created_at.
+        """
         self._reap()
         records, problems = [], []
         for job_id in self.files.ids():
-            if len(records) >= limit:
+            if len(records) >= limit and job_id[:16] != records[-1]["id"][:16]:
                 break
             try:
                 record = self.files.read(job_id)
@@ -354,7 +368,8 @@ class JobManager:
                 continue
             if record is not None:
                 records.append(self._settle(record))
-        return records, problems
+        records.sort(key=age, reverse=True)
+        return records[:limit], problems
 
     def cancel(self, job_id: Any, wait: float | None = None) -> tuple[dict, bool]:
         """Ask a queued or running job to stop and wait briefly for its process to exit.

@@ -43,20 +43,25 @@ class JobsCollector(Collector):
         self.active = active
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        """Read the counts at scrape time; a failure to read must not break the scrape."""
+        """Read the counts at scrape time; a failure to read one must not break the scrape."""
         try:
-            counts, active = self.outcomes(), self.active()
+            counts = self.outcomes()
         except Exception:
-            log.exception("cannot read retrain job counts for metrics")
-            return
-        done = CounterMetricFamily(
-            "rnnadd_retrain_jobs", "Finished retrain jobs by outcome.", labels=["outcome"]
-        )
-        for outcome in JOB_OUTCOMES:
-            done.add_metric([outcome], counts.get(outcome, 0))
-        yield done
-        yield GaugeMetricFamily("rnnadd_retrain_jobs_active", "Retrain jobs queued or running.",
-                                value=active)
+            log.exception("cannot read retrain job outcomes for metrics")
+        else:
+            done = CounterMetricFamily(
+                "rnnadd_retrain_jobs", "Finished retrain jobs by outcome.", labels=["outcome"]
+            )
+            for outcome in JOB_OUTCOMES:
+                done.add_metric([outcome], counts.get(outcome, 0))
+            yield done
+        try:
+            active = self.active()
+        except Exception:
+            log.exception("cannot count active retrain jobs for metrics")
+        else:
+            yield GaugeMetricFamily("rnnadd_retrain_jobs_active",
+                                    "Retrain jobs queued or running.", value=active)
 
 
 class Metrics:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 from service.jobs import ACTIVE, JOB_ID_RE, JobFiles, JobRecordError, holds_lock, try_lock, utc_now
 from training.store import GateFailed, ModelStore
-from training.train import TrainConfig, train_and_save, validate
+from training.train import TrainConfig, make_config, train_and_save
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes
 
@@ -85,14 +84,9 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
     """The configuration a job recorded (every setting, defaults included), checked again.
 
     The record holds the whole configuration, not only what the request named, so a job trains
-    with exactly what its record shows even if defaults change between submit and start.
+    with exactly what its record shows. Its work was bounded when it was submitted.
     """
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown := sorted(set(params) - known):
-        raise ValueError(f"the job's params have unknown settings {unknown}")
-    config = TrainConfig(**params)
-    validate(config)
-    return config
+    return make_config(params, bound_work=False)
 
 
 def run(job: Job) -> tuple[str, dict[str, Any]]:
@@ -104,16 +98,17 @@ def run(job: Job) -> tuple[str, dict[str, Any]]:
     job.save(status="running", pid=os.getpid(), started_at=utc_now())
     config = train_config(params)
     store = ModelStore(job.files.root)
-    version, record, _ = train_and_save(config, store, on_progress=job.progress, max_bits=max_bits)
+    version, record = train_and_save(config, store, on_progress=job.progress, max_bits=max_bits)[:2]
     done = {"model_version": version, "metrics": record.get("metrics"), "gate": record.get("gate")}
     if not activate:
         return "succeeded", done
     try:
-        store.activate(version, max_bits=max_bits)
+        gate = store.activate(version, max_bits=max_bits)
     except GateFailed as exc:
-        return "rejected", {**done, "error": f"version {version} was saved but not activated: "
-                                             f"it fails the promotion gate ({exc.check})"}
-    return "succeeded", done
+        return "rejected", {**done, "gate": exc.gate or done["gate"],
+                            "error": f"version {version} was saved but not activated: "
+                                     f"it fails the promotion gate ({exc.check})"}
+    return "succeeded", {**done, "gate": gate or done["gate"]}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,9 +1,12 @@
-"""JobManager: parameter bounds, one training at a time, dead jobs, atomic records, real runs."""
+"""JobManager: parameter bounds, one training at a time, dead jobs, atomic records, real runs,
+cancelling, pruning and read-only metrics."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,43 +14,57 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from service import errors, jobfiles
-from service.jobs import JobManager
+from service import errors, jobs, retrain
+from service.jobs import ACTIVE, DIED, JobFiles, JobManager, try_lock
+from training.ids import new_version_id
+from training.store import GateFailed, ModelStore, is_version
+from training.train import request_schema
+
+MAX_BITS = 4096
+
+
+def schema_fields() -> dict[str, dict[str, Any]]:
+    """The retrain request's fields as the training code publishes them (bounds change there)."""
+    return request_schema()["properties"]
+
+
+def bad_values(spec: dict[str, Any]) -> list[Any]:
+    """Values a field of this schema must refuse: out of range, wrong type, huge, not finite."""
+    wrong_types = [True, False, None, "1", [1], {"n": 1}]
+    if "enum" in spec:
+        return ["no-such-choice", "", 1, [spec["enum"][0]], None, True]
+    if spec["type"] == "boolean":
+        return [1, 0, "true", None, [True]]
+    if spec["type"] not in ("integer", "number"):
+        return wrong_types
+    values = [*wrong_types, 10**400, -(10**400), math.inf, -math.inf, math.nan, 1e300, -1e300]
+    if "minimum" in spec:
+        values.append(spec["minimum"] - 1)
+    if "exclusiveMinimum" in spec:
+        values += [spec["exclusiveMinimum"], spec["exclusiveMinimum"] - 1]
+    if "maximum" in spec:
+        values += [spec["maximum"] + 1, spec["maximum"] * 2 + 1]
+    if "exclusiveMaximum" in spec:
+        values.append(spec["exclusiveMaximum"])
+    if spec["type"] == "integer":
+        values += [1.5, 0.5]
+    return values
+
 
 BAD_PARAMS = [
-    ({"hidden_size": 0}, "hidden_size"),
-    ({"hidden_size": 257}, "hidden_size"),
-    ({"hidden_size": True}, "hidden_size"),
-    ({"hidden_size": 16.0}, "hidden_size"),
-    ({"hidden_size": "16"}, "hidden_size"),
-    ({"hidden_size": None}, "hidden_size"),
-    ({"optimizer": "rmsprop-ish"}, "optimizer"),
-    ({"optimizer": 1}, "optimizer"),
-    ({"optimizer": ["adam"]}, "optimizer"),
-    ({"learning_rate": 0}, "learning_rate"),
-    ({"learning_rate": -0.1}, "learning_rate"),
-    ({"learning_rate": 10.5}, "learning_rate"),
-    ({"learning_rate": float("nan")}, "learning_rate"),
-    ({"learning_rate": float("inf")}, "learning_rate"),
-    ({"learning_rate": "0.1"}, "learning_rate"),
-    ({"learning_rate": False}, "learning_rate"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"batch_size": 4097}, "batch_size"),
-    ({"max_steps": 0}, "max_steps"),
-    ({"max_steps": 100_001}, "max_steps"),
-    ({"max_steps": 10**100}, "max_steps"),
-    ({"seed": -1}, "seed"),
-    ({"seed": 2**32}, "seed"),
-    ({"bits": 1}, "bits"),
-    ({"bits": 65}, "bits"),
-    ({"activate": 1}, "activate"),
-    ({"activate": "true"}, "activate"),
-    ({"activate": None}, "activate"),
-    ({"epochs": 3}, "epochs"),
-    ({"max_steps": 10, "oops": 1}, "oops"),
+    pytest.param({name: value}, name, id=f"{name}={value!r}"[:60])
+    for name, spec in schema_fields().items()
+    for value in bad_values(spec)
+] + [
+    pytest.param({"activate": value}, "activate", id=f"activate={value!r}")
+    for value in (1, 0, "true", None, [True])
+] + [
+    pytest.param({"epochs": 3}, "epochs", id="unknown"),
+    pytest.param({"max_steps": 10, "oops": 1}, "oops", id="unknown-beside-a-good-one"),
 ]
 
 
@@ -61,12 +78,17 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def spawned():
-    """PIDs of fake training processes a test starts, killed by PID afterwards."""
+    """PIDs of training processes a test starts, killed by PID afterwards."""
     pids: list[int] = []
     yield pids
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)  # each job runs in its own session/group
+
+
+def manager(root: Path, **kwargs: Any) -> JobManager:
+    """A JobManager over root, as the app builds it."""
+    return JobManager(root, MAX_BITS, **kwargs)
 
 
 def fake_python(tmp_path: Path, body: str) -> str:
@@ -77,110 +99,202 @@ def fake_python(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
-def wait_terminal(manager: JobManager, job_id: str, timeout: float = 120.0) -> dict:
+def wait_terminal(jm: JobManager, job_id: str, timeout: float = 120.0) -> dict:
     """Poll like a client would until the job ends."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        record = manager.get(job_id)
-        if record["status"] in jobfiles.TERMINAL:
+        record = jm.get(job_id)
+        if record["status"] not in ACTIVE:
             return record
         time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {manager.get(job_id)}")
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {jm.get(job_id)}")
 
 
 def hold_train_lock(root: Path) -> int:
     """Take the training lock the way a running training does."""
-    fd = jobfiles.try_lock(jobfiles.train_lock_path(root))
+    fd = try_lock(JobFiles(root).train_lock)
     assert fd is not None
     return fd
 
 
+def record_of(job_id: str, status: str, **fields: Any) -> dict:
+    """A stored job record as JobManager writes it."""
+    return {"id": job_id, "status": status, "params": {}, "progress": {}, "model_version": None,
+            "metrics": None, "error": None, "created_at": "2026-11-29T00:00:00.000000Z",
+            "started_at": None, "finished_at": None, **fields}
+
+
+def job_id_at(second: int, tag: int = 0) -> str:
+    """A job id that sorts by `second` (ids order by creation time)."""
+    return f"20261129T{second // 3600:02d}{second // 60 % 60:02d}{second % 60:02d}Z-{tag:06x}"
+
+
+def process_gone(pid: int, timeout: float = 5.0) -> bool:
+    """Whether pid has exited (gone or a zombie nobody reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def tmp_leftovers(root: Path) -> list[str]:
+    """Half-written files or directories anywhere under the model directory."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".tmp*"))
+
+
+# --- parameters (finding 4: every numeric field range-checked, never converted blindly) ---
+
 @pytest.mark.parametrize(("params", "field"), BAD_PARAMS)
 def test_bad_params_are_400_naming_the_field(root: Path, params: dict, field: str) -> None:
     with pytest.raises(errors.BadRequest) as info:
-        JobManager(root).submit(params)
+        manager(root).submit(params)
+    assert info.value.status == 400
     assert info.value.field == field
     assert field in info.value.detail
-    assert not jobfiles.job_ids(root), "no job may be recorded for a rejected request"
+    assert not JobFiles(root).ids(), "no job may be recorded for a rejected request"
 
 
-@pytest.mark.parametrize("body", [[], "x", 3, [["hidden_size", 4]]])
+def test_every_numeric_field_has_bad_values_in_the_table() -> None:
+    numeric = {n for n, s in schema_fields().items() if s.get("type") in ("integer", "number")}
+    assert numeric >= {"learning_rate", "max_steps"}
+    covered = {p.values[1] for p in BAD_PARAMS}
+    assert numeric <= covered
+
+
+@pytest.mark.parametrize("body", [[], "x", 3, None, [["hidden_size", 4]]])
 def test_body_must_be_an_object(root: Path, body: object) -> None:
     with pytest.raises(errors.BadRequest):
-        JobManager(root).submit(body)
+        manager(root).submit(body)
 
 
-def test_bounds_are_inclusive(root: Path) -> None:
-    manager = JobManager(root)
-    low = {"hidden_size": 1, "learning_rate": 1e-9, "batch_size": 1, "max_steps": 1, "seed": 0,
-           "bits": 2, "activate": False, "optimizer": "sgd"}
-    high = {"hidden_size": 256, "learning_rate": 10, "batch_size": 4096, "max_steps": 100_000,
-            "seed": 2**32 - 1, "bits": 64, "activate": True, "optimizer": "adam"}
-    assert manager.validate(low) == {**low, "learning_rate": 1e-9}
-    assert manager.validate(high)["learning_rate"] == 10.0
-    assert manager.validate(None) == {}
-    assert manager.validate({}) == {}
+def lowest(spec: dict[str, Any]) -> Any:
+    """The smallest value a numeric field accepts."""
+    if "minimum" in spec:
+        return spec["minimum"]
+    return spec["exclusiveMinimum"] + 1e-9
 
+
+@pytest.mark.parametrize("name", [n for n, s in schema_fields().items() if "maximum" in s])
+def test_bounds_are_inclusive_and_defaults_recorded(root: Path, tmp_path: Path,
+                                                    name: str) -> None:
+    jm = manager(root, python=fake_python(tmp_path, "exit 0"))
+    fields = schema_fields()
+    low = {n: lowest(s) for n, s in fields.items() if "minimum" in s or "exclusiveMinimum" in s}
+    high = {name: fields[name]["maximum"]}  # one at a time, with few steps: the work bound
+    if name != "max_steps":
+        high["max_steps"] = 1
+    if name == "bits" and "long_bits" in fields:
+        high["long_bits"] = fields["long_bits"]["maximum"]  # long_bits may not be below bits
+    for params in (low, high):
+        job = jm.submit(params)
+        for key, value in params.items():
+            assert job["params"][key] == value
+        assert job["params"]["activate"] is True
+        assert set(fields) <= set(job["params"]), "defaults are recorded too"
+        wait_terminal(jm, job["id"], timeout=10)
+
+
+def test_integers_written_as_floats_are_integers(root: Path, tmp_path: Path) -> None:
+    jm = manager(root, python=fake_python(tmp_path, "exit 0"))
+    job = jm.submit({"hidden_size": 8.0, "max_steps": 5.0})
+    assert job["params"]["hidden_size"] == 8 and type(job["params"]["hidden_size"]) is int
+
+
+def test_one_job_of_unbounded_work_is_refused(root: Path) -> None:
+    """Finding 8: hidden 256 x batch 4096 x 100,000 steps is about 20 hours of one core."""
+    fd = hold_train_lock(root)  # were it accepted, nothing may start: a 409 fails the test too
+    try:
+        with pytest.raises(errors.BadRequest) as info:
+            manager(root).submit({"hidden_size": 256, "batch_size": 4096, "max_steps": 100_000})
+    finally:
+        os.close(fd)
+    assert info.value.status == 400
+    assert not JobFiles(root).ids()
+
+
+# --- one training at a time, dead jobs ---
 
 def test_conflict_while_a_training_holds_the_lock(root: Path) -> None:
     fd = hold_train_lock(root)
     try:
         with pytest.raises(errors.Conflict):
-            JobManager(root).submit({"max_steps": 5})
+            manager(root).submit({"max_steps": 5})
     finally:
         os.close(fd)
-    assert not jobfiles.job_ids(root)
+    assert not JobFiles(root).ids()
 
 
 def test_unknown_and_malformed_job_ids_are_404(root: Path) -> None:
-    manager = JobManager(root)
-    for job_id in ["20260101T000000Z-00000000", "../CURRENT", "", "x" * 500, None, 3]:
+    jm = manager(root)
+    for job_id in ["20260101T000000Z-000000", "../CURRENT", "", "x" * 500, None, 3]:
         with pytest.raises(errors.NotFound):
-            manager.get(job_id)
-    assert manager.list() == []
+            jm.get(job_id)
+        with pytest.raises(errors.NotFound):
+            jm.cancel(job_id)
+    assert jm.list() == ([], [])
 
 
 def test_dead_process_is_failed_and_does_not_block_the_next(
     root: Path, tmp_path: Path, spawned: list[int]
 ) -> None:
-    manager = JobManager(root, python=fake_python(tmp_path, "exec sleep 60"))
-    job = manager.submit({"max_steps": 5})
-    spawned.append(job["pid"])
-    assert manager.get(job["id"])["status"] == "queued"  # alive: its lock is held
-    with pytest.raises(errors.Conflict):
-        manager.submit({})
-    os.kill(job["pid"], signal.SIGKILL)
+    jm = manager(root, python=fake_python(tmp_path, "echo $$ > \"$0.pid\"; exec sleep 60"))
+    job = jm.submit({"max_steps": 5})
+    pid_file = Path(jm.python + ".pid")
     deadline = time.monotonic() + 10
-    while manager.get(job["id"])["status"] == "queued" and time.monotonic() < deadline:
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = int(pid_file.read_text())
+    spawned.append(pid)
+    assert jm.get(job["id"])["status"] == "queued"  # alive: its lock is held
+    assert jm.active() == 1
+    with pytest.raises(errors.Conflict):
+        jm.submit({})
+    os.kill(pid, signal.SIGKILL)
+    assert process_gone(pid)
+    deadline = time.monotonic() + 10
+    while jm.get(job["id"])["status"] == "queued" and time.monotonic() < deadline:
         time.sleep(0.05)
-    dead = manager.get(job["id"])
+    dead = jm.get(job["id"])
     assert dead["status"] == "failed"
-    assert "exited unexpectedly" in dead["error"]
+    assert dead["error"] == DIED
     assert dead["finished_at"]
-    assert jobfiles.read_record(root, job["id"])["status"] == "failed", "must be persisted"
-    assert JobManager(root).get(job["id"]) == dead, "another worker sees the same"
+    assert JobFiles(root).read(job["id"])["status"] == "failed", "must be persisted"
+    assert manager(root).get(job["id"]) == dead, "another worker sees the same"
+    assert jm.outcomes() == {"failed": 1}, "settled once, counted once"
+    assert jm.active() == 0
 
-    second = manager.submit({"max_steps": 5})
-    spawned.append(second["pid"])
+    pid_file.unlink()
+    second = jm.submit({"max_steps": 5})
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    spawned.append(int(pid_file.read_text()))
     assert second["status"] == "queued"
-    assert [j["id"] for j in manager.list()] == [second["id"], job["id"]]
+    records, problems = jm.list()
+    assert [j["id"] for j in records] == [second["id"], job["id"]] and problems == []
 
 
 def test_process_that_never_starts_training_is_failed(root: Path, tmp_path: Path) -> None:
-    manager = JobManager(root, python=fake_python(tmp_path, "exit 3"))
-    job = manager.submit({})
-    assert wait_terminal(manager, job["id"], timeout=10)["error"] == jobfiles.DIED
+    jm = manager(root, python=fake_python(tmp_path, "exit 3"))
+    job = jm.submit({})
+    assert wait_terminal(jm, job["id"], timeout=10)["error"] == DIED
 
 
 def test_missing_interpreter_fails_the_job_and_frees_the_lock(root: Path, tmp_path: Path) -> None:
-    manager = JobManager(root, python=str(tmp_path / "no-such-python"))
-    with pytest.raises(errors.ServiceUnavailable):
-        manager.submit({})
-    (job,) = manager.list()
+    jm = manager(root, python=str(tmp_path / "no-such-python"))
+    with pytest.raises(errors.ServiceUnavailable) as info:
+        jm.submit({})
+    assert "could not start the training process" in info.value.detail.lower()
+    (job,), _ = jm.list()
     assert job["status"] == "failed"
     assert "could not start" in job["error"]
-    fd = hold_train_lock(root)  # free again
-    os.close(fd)
+    os.close(hold_train_lock(root))  # free again
 
 
 def test_concurrent_submits_start_exactly_one(
@@ -191,10 +305,10 @@ def test_concurrent_submits_start_exactly_one(
     outcomes: list[object] = []
 
     def submit() -> None:
-        manager = JobManager(root, python=python)  # one manager per "worker"
+        jm = manager(root, python=python)  # one manager per "worker"
         barrier.wait()
         try:
-            outcomes.append(manager.submit({"max_steps": 5}))
+            outcomes.append((jm.submit({"max_steps": 5}), jm))
         except errors.Conflict as exc:
             outcomes.append(exc)
 
@@ -203,11 +317,12 @@ def test_concurrent_submits_start_exactly_one(
         thread.start()
     for thread in threads:
         thread.join(10)
-    started = [o for o in outcomes if isinstance(o, dict)]
-    spawned.extend(job["pid"] for job in started)
+    started = [o for o in outcomes if isinstance(o, tuple)]
+    for _job, jm in started:
+        spawned.extend(p.pid for p in jm._children.values())
     assert len(outcomes) == 8
     assert len(started) == 1, outcomes
-    assert len(jobfiles.job_ids(root)) == 1
+    assert len(JobFiles(root).ids()) == 1
 
 
 CROSS_PROCESS_SUBMIT = """
@@ -216,7 +331,9 @@ from service import errors
 from service.jobs import JobManager
 time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
 try:
-    print(JobManager(sys.argv[1], python=sys.argv[2]).submit({})["pid"])
+    jm = JobManager(sys.argv[1], 4096, python=sys.argv[2])
+    jm.submit({})
+    print(next(iter(jm._children.values())).pid)
 except errors.Conflict:
     print("conflict")
 """
@@ -240,8 +357,10 @@ def test_concurrent_submits_from_separate_processes(
 
 
 def test_records_are_replaced_atomically(root: Path) -> None:
-    record = {"id": "20260101T000000Z-0000abcd", "status": "running", "pad": "x" * 200_000}
-    jobfiles.write_record(root, record)
+    files = JobFiles(root)
+    files.dir.mkdir()
+    record = record_of(new_version_id(), "running", pad="x" * 200_000)
+    files.write(record)
     stop = threading.Event()
     seen: list[str] = []
 
@@ -249,84 +368,341 @@ def test_records_are_replaced_atomically(root: Path) -> None:
         step = 0
         while not stop.is_set():
             step += 1
-            jobfiles.write_record(root, {**record, "progress": {"step": step}})
+            files.write({**record, "progress": {"step": step}})
 
     thread = threading.Thread(target=writer)
     thread.start()
     try:
         for _ in range(300):
-            text = jobfiles.record_path(root, record["id"]).read_text()
+            text = files.path(record["id"], ".json").read_text()
             seen.append(json.loads(text)["status"])  # never a torn or empty file
     finally:
         stop.set()
         thread.join()
     assert set(seen) == {"running"}
-    leftovers = [p.name for p in jobfiles.jobs_dir(root).iterdir() if p.name.startswith(".tmp")]
-    assert leftovers == []
+    assert tmp_leftovers(root) == []
+
+
+# --- damaged records (finding 6) ---
+
+@pytest.mark.parametrize("content", [
+    {"status": "failed", "created_at": "x"},             # valid JSON, no id
+    {"id": "20261129T000000Z-ffffff", "status": "failed"},  # someone else's id
+    {"status": "exploded"},                              # id added below, unknown status
+    ["not", "an", "object"],
+    "not json at all {",
+])
+def test_a_damaged_record_is_skipped_and_reported(root: Path, content: Any) -> None:
+    files = JobFiles(root)
+    files.dir.mkdir()
+    good = record_of(job_id_at(1), "succeeded")
+    files.write(good)
+    bad_id = job_id_at(2)
+    if isinstance(content, dict) and content.get("status") == "exploded":
+        content = {**content, "id": bad_id}
+    text = content if isinstance(content, str) else json.dumps(content)
+    files.path(bad_id, ".json").write_text(text)
+    jm = manager(root)
+    records, problems = jm.list()
+    assert [r["id"] for r in records] == [good["id"]]
+    assert [p["id"] for p in problems] == [bad_id] and problems[0]["error"]
+    with pytest.raises(errors.Conflict) as info:
+        jm.get(bad_id)
+    assert bad_id in info.value.detail
+    assert jm.get(good["id"]) == good
+    jm.prune()  # counting damaged records as finished, with room for them: nothing goes
+    assert len(files.ids()) == 2
+
+
+# --- storage errors (finding 7) ---
+
+@pytest.mark.parametrize(("code", "status"), [(errno.EROFS, 503), (errno.EACCES, 503),
+                                               (errno.ENOSPC, 507), (errno.EDQUOT, 507)])
+@pytest.mark.parametrize("step", ["lock", "record"])
+def test_storage_errors_are_503_or_507_naming_the_cause(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, status: int,
+    step: str,
+) -> None:
+    real_open, real_write = os.open, jobs.atomic_write
+
+    def refusing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).startswith(str(root)) and flags & (os.O_CREAT | os.O_RDWR | os.O_WRONLY):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def refusing_write(path: Any, data: bytes) -> None:
+        raise OSError(code, os.strerror(code), str(path))
+
+    (root / "jobs").mkdir()
+    if step == "lock":
+        monkeypatch.setattr(os, "open", refusing_open)
+    else:
+        monkeypatch.setattr(jobs, "atomic_write", refusing_write)
+    jm = manager(root, python=fake_python(tmp_path, "exit 0"))
+    with pytest.raises(errors.APIError) as info:
+        jm.submit({"max_steps": 5})
+    assert info.value.status == status
+    cause = "full" if status == 507 else "not writable"
+    assert cause in info.value.detail and os.strerror(code) in info.value.detail
+    monkeypatch.setattr(os, "open", real_open)
+    monkeypatch.setattr(jobs, "atomic_write", real_write)
+    assert JobFiles(root).ids() == [], "no record"
+    assert [n for n in os.listdir(root / "jobs") if n.endswith(".lock")] == [], "no stray lock"
+    assert tmp_leftovers(root) == []
+    os.close(hold_train_lock(root))  # the training lock is free again
+
+
+def test_storage_error_mapping() -> None:
+    assert jobs.storage_error(OSError(errno.EROFS, "x"), "do it").status == 503
+    assert jobs.storage_error(OSError(errno.ENOSPC, "x"), "do it").status == 507
+    assert "Cannot do it" in jobs.storage_error(OSError(errno.EIO, "x"), "do it").detail
+
+
+# --- pruning and read-only metrics (finding 12) ---
+
+def test_prune_keeps_the_newest_finished_and_every_live_job(root: Path) -> None:
+    files = JobFiles(root)
+    files.dir.mkdir()
+    live = job_id_at(0)  # the oldest record, but its process holds its lock
+    files.write(record_of(live, "running"))
+    live_fd = try_lock(files.path(live, ".lock"))
+    finished = [job_id_at(10 + i) for i in range(6)]
+    for i, job_id in enumerate(finished):
+        files.write(record_of(job_id, ("succeeded", "failed", "rejected", "cancelled")[i % 4]))
+        files.path(job_id, ".log").write_text("log\n")
+    try:
+        removed = manager(root, keep=3).prune()
+        assert sorted(removed) == finished[:3]
+        assert files.ids() == [*reversed(finished[3:]), live]
+        for job_id in finished[:3]:
+            assert not any(p.name.startswith(job_id) for p in files.dir.iterdir())
+        assert sorted(manager(root, keep=1).prune()) == finished[3:5]
+        assert files.ids() == [finished[5], live]
+    finally:
+        os.close(live_fd)
+
+
+def test_prune_counts_a_dead_active_record_as_finished(root: Path) -> None:
+    files = JobFiles(root)
+    files.dir.mkdir()
+    dead = job_id_at(0)
+    files.write(record_of(dead, "running"))  # nobody holds its lock: its process is gone
+    files.write(record_of(job_id_at(1), "succeeded"))
+    assert manager(root, keep=1).prune() == [dead]
+
+
+def test_submit_prunes_to_keep(root: Path, tmp_path: Path, spawned: list[int]) -> None:
+    files = JobFiles(root)
+    files.dir.mkdir()
+    for i in range(5):
+        files.write(record_of(job_id_at(i), "succeeded"))
+    jm = manager(root, keep=2, python=fake_python(tmp_path, "exec sleep 60"))
+    job = jm.submit({"max_steps": 5})
+    spawned.extend(p.pid for p in jm._children.values())
+    assert files.ids() == [job["id"], job_id_at(4), job_id_at(3)]
+
+
+def test_keep_must_be_positive(root: Path) -> None:
+    for keep in (0, -1, 1.5, None):
+        with pytest.raises(ValueError):
+            manager(root, keep=keep)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and directory under root with its mtime and size."""
+    found = {".": (root.stat().st_mtime_ns, 0)}
+    for path in root.rglob("*"):
+        stat = path.lstat()
+        found[str(path.relative_to(root))] = (stat.st_mtime_ns, stat.st_size)
+    return found
+
+
+def test_metrics_reads_are_read_only_and_cheap(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = JobFiles(root)
+    files.dir.mkdir()
+    dead = job_id_at(1)
+    files.write(record_of(dead, "running"))  # its process died: only a GET settles it
+    files.path(dead, ".lock").touch()
+    live = job_id_at(2)
+    files.write(record_of(live, "running"))
+    live_fd = try_lock(files.path(live, ".lock"))
+    files.count_outcome("succeeded")
+    files.count_outcome("succeeded")
+    files.count_outcome("cancelled")
+    before = snapshot(root)
+    time.sleep(0.01)
+
+    def no_record_reads(*args: Any) -> None:
+        raise AssertionError("a metrics read must not read job records")
+
+    monkeypatch.setattr(JobFiles, "read", no_record_reads)
+    jm = manager(root)
+    try:
+        assert jm.outcomes() == {"succeeded": 2, "cancelled": 1}
+        assert jm.active() == 1
+    finally:
+        os.close(live_fd)
+    assert jm.active() == 0
+    assert snapshot(root) == before, "a metrics read wrote or removed a file"
+    monkeypatch.undo()
+    assert files.read(dead)["status"] == "running", "not settled by a metrics read"
+
+
+def test_outcomes_survive_a_damaged_counts_file(root: Path) -> None:
+    files = JobFiles(root)
+    files.dir.mkdir()
+    files.outcomes.write_text("[1, 2")
+    assert manager(root).outcomes() == {}
+    files.outcomes.write_text('{"succeeded": 2, "bogus": 3, "failed": "x"}')
+    assert manager(root).outcomes() == {"succeeded": 2}
+
+
+# --- cancelling (finding 8) ---
+
+def test_cancel_a_finished_job_is_409(root: Path) -> None:
+    files = JobFiles(root)
+    files.dir.mkdir()
+    for status in ("succeeded", "failed", "rejected", "cancelled"):
+        job_id = new_version_id()
+        files.write(record_of(job_id, status))
+        with pytest.raises(errors.Conflict):
+            manager(root).cancel(job_id)
+        assert not files.path(job_id, ".cancel").exists()
+
+
+def test_cancel_that_the_process_ignores_is_reported_as_still_stopping(
+    root: Path, tmp_path: Path, spawned: list[int]
+) -> None:
+    jm = manager(root, python=fake_python(tmp_path, "exec sleep 60"))
+    job = jm.submit({"max_steps": 5})
+    spawned.extend(p.pid for p in jm._children.values())
+    record, ended = jm.cancel(job["id"], wait=0.3)
+    assert not ended and record["status"] == "queued"
+    assert JobFiles(root).path(job["id"], ".cancel").exists()
+    with pytest.raises(errors.Conflict):
+        jm.submit({})  # still holds the training lock
+
+
+# --- real runs of the real trainer process ---
+
+def long_job() -> dict[str, Any]:
+    """A job that keeps training for a long time (it never converges), within every bound."""
+    fields = schema_fields()
+    return {"optimizer": "sgd", "learning_rate": 1e-6, "hidden_size": 8, "batch_size": 8,
+            "max_steps": fields["max_steps"]["maximum"], "activate": False}
+
+
+def wait_running(jm: JobManager, job_id: str, timeout: float = 60.0) -> dict:
+    """Until the trainer has reported progress at least once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = jm.get(job_id)
+        if record["status"] == "running" and record["progress"]["step"] > 0:
+            return record
+        assert record["status"] in ACTIVE, record
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not start: {jm.get(job_id)}")
+
+
+def test_cancel_a_running_job(root: Path, spawned: list[int]) -> None:
+    jm = manager(root)
+    job = jm.submit(long_job())
+    running = wait_running(jm, job["id"])
+    spawned.append(running["pid"])
+    record, ended = jm.cancel(job["id"])
+    assert ended, record
+    assert record["status"] == "cancelled" and record["finished_at"]
+    assert record["model_version"] is None
+    assert process_gone(running["pid"], timeout=0.5)
+    assert [p.name for p in root.iterdir() if is_version(p.name)] == [], "no version saved"
+    assert tmp_leftovers(root) == []
+    files = JobFiles(root)
+    assert not files.path(job["id"], ".cancel").exists()
+    assert not files.path(job["id"], ".lock").exists()
+    assert jm.outcomes() == {"cancelled": 1}
+    assert jm.active() == 0
+    os.close(hold_train_lock(root))  # the training lock is free at once
+
+
+def test_cancel_a_queued_job(root: Path) -> None:
+    jm = manager(root)
+    job = jm.submit(long_job())
+    record, ended = jm.cancel(job["id"])  # most likely before the trainer even imported numpy
+    assert ended and record["status"] == "cancelled"
+    assert tmp_leftovers(root) == []
 
 
 def test_real_retrain_end_to_end(root: Path) -> None:
-    manager = JobManager(root, min_accuracy=0.0)
-    job = manager.submit({"hidden_size": 8, "max_steps": 30, "batch_size": 16, "seed": 3})
+    jm = manager(root)
+    job = jm.submit({"hidden_size": 8, "max_steps": 30, "batch_size": 16, "seed": 3})
     assert job["status"] == "queued"
-    assert job["params"]["optimizer"] == "adam", "defaults are recorded too"
     assert job["params"]["activate"] is True
-    assert jobfiles.read_record(root, job["id"])["params"] == job["params"]
-    done = wait_terminal(manager, job["id"])
-    assert done["status"] == "succeeded", done
+    assert JobFiles(root).read(job["id"])["params"] == job["params"]
+    done = wait_terminal(jm, job["id"])
+    assert done["status"] in ("succeeded", "rejected"), done
     version = done["model_version"]
     assert (root / version / "model.json").is_file()
-    assert (root / "CURRENT").read_text().strip() == version
+    if done["status"] == "succeeded":
+        assert (root / "CURRENT").read_text().strip() == version
     assert done["metrics"]["accuracy_8bit"] >= 0.0
     assert done["params"]["hidden_size"] == 8
     assert done["params"]["max_steps"] == 30
     assert done["progress"]["step"] >= 1
     assert done["pid"] and done["started_at"] and done["finished_at"]
-    assert not jobfiles.job_lock_path(root, job["id"]).exists()
-    assert manager.list()[0]["id"] == job["id"]
-
-
-def test_promotion_gate_rejects_and_keeps_current(root: Path) -> None:
-    manager = JobManager(root, min_accuracy=0.0)
-    first = wait_terminal(manager, manager.submit({"hidden_size": 4, "max_steps": 10})["id"])
-    live = (root / "CURRENT").read_text()
-    strict = JobManager(root, min_accuracy=1.01)  # no model can reach it
-    rejected = wait_terminal(strict, strict.submit({"hidden_size": 4, "max_steps": 10})["id"])
-    assert rejected["status"] == "rejected", rejected
-    assert rejected["metrics"]["accuracy_8bit"] < 1.01
-    assert rejected["model_version"] not in (None, first["model_version"])
-    assert (root / rejected["model_version"] / "model.json").is_file(), "saved, not activated"
-    assert (root / "CURRENT").read_text() == live
-    assert "below the required" in rejected["error"]
+    assert not JobFiles(root).path(job["id"], ".lock").exists()
+    assert jm.list()[0][0]["id"] == job["id"]
+    assert jm.outcomes() == {done["status"]: 1}
+    assert tmp_leftovers(root) == []
 
 
 def test_activate_false_trains_without_promoting(root: Path) -> None:
-    manager = JobManager(root, min_accuracy=0.0)
-    done = wait_terminal(manager, manager.submit({"max_steps": 5, "activate": False})["id"])
-    assert done["status"] == "succeeded"
+    jm = manager(root)
+    done = wait_terminal(jm, jm.submit({"max_steps": 5, "activate": False})["id"])
+    assert done["status"] == "succeeded", done
     assert not (root / "CURRENT").exists()
     assert done["params"]["activate"] is False
 
 
-def queued_by_hand(root: Path, params: dict) -> str:
+def test_a_version_that_fails_the_gate_is_rejected(root: Path, monkeypatch) -> None:
+    """In-process run of the trainer's job logic with a gate that refuses the version."""
+    files = JobFiles(root)
+    files.dir.mkdir()
+    job_id = queued_by_hand(root, {"max_steps": 3, "hidden_size": 4}, activate=True)
+    gate = {"passed": False, "failed": "accuracy_8bit"}
+
+    def refuse(self: ModelStore, version: str, **kwargs: Any) -> dict:
+        raise GateFailed(self.root / version / "model.json", gate, self.root)
+
+    monkeypatch.setattr(ModelStore, "activate", refuse)
+    job = retrain.Job(files, files.read(job_id))
+    status, changes = retrain.run(job)
+    assert status == "rejected"
+    assert "not activated" in changes["error"] and "accuracy_8bit" in changes["error"]
+    assert changes["gate"] == gate
+    assert (root / changes["model_version"] / "model.json").is_file(), "saved, not activated"
+    assert not (root / "CURRENT").exists()
+
+
+def queued_by_hand(root: Path, params: dict, activate: bool = False) -> str:
     """A queued record as submit writes it, for running service.retrain directly."""
-    job_id = jobfiles.new_job_id()
-    jobfiles.write_record(root, {"id": job_id, "status": "queued", "params": params,
-                                 "progress": {}, "created_at": jobfiles.utc_now()})
+    files = JobFiles(root)
+    files.dir.mkdir(exist_ok=True)
+    job_id = new_version_id()
+    files.write(record_of(job_id, "queued", params={**params, "activate": activate},
+                          created_at=jobs.utc_now()))
     return job_id
 
 
-def retrain_by_hand(root: Path, job_id: str) -> int:
+def retrain_by_hand(root: Path, job_id: str, *extra: str) -> int:
     """Run the training process the way an operator could."""
-    cmd = [sys.executable, "-m", "service.retrain", job_id, "--model-dir", str(root),
-           "--min-accuracy", "0"]
+    cmd = [sys.executable, "-m", "service.retrain", job_id, "--model-dir", str(root), *extra]
     return subprocess.run(cmd, capture_output=True, timeout=120).returncode
 
 
 def test_training_error_fails_the_job(root: Path) -> None:
     job_id = queued_by_hand(root, {"hidden_size": "not a number", "max_steps": 5})
     assert retrain_by_hand(root, job_id) == 1
-    record = JobManager(root).get(job_id)
+    record = manager(root).get(job_id)
     assert record["status"] == "failed"
     assert record["error"]
     assert record["finished_at"]
@@ -339,24 +715,32 @@ def test_retrain_by_hand_respects_the_training_lock(root: Path) -> None:
         assert retrain_by_hand(root, job_id) == 1
     finally:
         os.close(fd)
-    record = JobManager(root).get(job_id)
+    record = manager(root).get(job_id)
     assert record["status"] == "failed"
     assert "another training is running" in record["error"]
     assert retrain_by_hand(root, job_id) == 2, "an ended job is never run again"
-    assert retrain_by_hand(root, "20260101T000000Z-00000000") == 2
+    assert retrain_by_hand(root, "20260101T000000Z-000000") == 2
 
 
-def test_sigterm_ends_the_job_as_failed(root: Path) -> None:
-    manager = JobManager(root, min_accuracy=0.0)
-    job = manager.submit({"max_steps": 100_000, "batch_size": 256})
-    try:
-        deadline = time.monotonic() + 60
-        while manager.get(job["id"])["status"] != "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert manager.get(job["id"])["status"] == "running"
-    finally:
-        os.kill(job["pid"], signal.SIGTERM)
-    done = wait_terminal(manager, job["id"], timeout=30)
+def test_the_trainer_prunes_when_it_ends(root: Path) -> None:
+    files = JobFiles(root)
+    files.dir.mkdir()
+    for i in range(4):
+        files.write(record_of(job_id_at(i), "failed"))
+    job_id = queued_by_hand(root, {"max_steps": 2})
+    assert retrain_by_hand(root, job_id, "--keep", "2") == 0
+    assert files.ids() == [job_id, job_id_at(3)]
+
+
+def test_sigterm_ends_the_job_as_failed(root: Path, spawned: list[int]) -> None:
+    jm = manager(root)
+    job = jm.submit(long_job())
+    running = wait_running(jm, job["id"])
+    spawned.append(running["pid"])
+    os.kill(running["pid"], signal.SIGTERM)
+    done = wait_terminal(jm, job["id"], timeout=30)
     assert done["status"] == "failed"
     assert "signal" in done["error"]
-    assert manager.list()[0]["status"] == "failed"
+    assert jm.list()[0][0]["status"] == "failed"
+    assert jm.outcomes() == {"failed": 1}
+    assert tmp_leftovers(root) == []

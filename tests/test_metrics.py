@@ -9,8 +9,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import jobfiles
 from service.app import create_app
+from service.jobs import JobFiles, try_lock
 from service.metrics import JobsCollector, Metrics
 from tests.conftest import clone_version
 from training.store import ModelStore
@@ -64,26 +64,102 @@ def test_active_model_version_gauge_follows_swaps(store: ModelStore) -> None:
     assert found[("rnnadd_model_load_failures_total", ())] == 0
 
 
-def test_retrain_outcomes_are_counted_from_job_records(client, model_dir: Path) -> None:
-    for i, status in enumerate(["succeeded", "succeeded", "rejected", "failed"]):
-        jobfiles.write_record(model_dir, {"id": f"20261129T0000{i:02d}Z-0000000{i}",
-                                          "status": status, "created_at": f"2026-11-29T00:00:0{i}"})
+def job_id_at(second: int) -> str:
+    """A job id that sorts by second."""
+    return f"20261129T0000{second:02d}Z-{second:06x}"
+
+
+def job_record(job_id: str, status: str) -> dict:
+    """A stored job record."""
+    return {"id": job_id, "status": status, "params": {}, "progress": {}, "error": None,
+            "model_version": None, "created_at": "2026-11-29T00:00:00Z", "finished_at": None}
+
+
+def test_retrain_outcomes_are_counted_from_the_outcome_file(client, model_dir: Path) -> None:
+    files = JobFiles(model_dir)
+    for status in ["succeeded", "succeeded", "rejected", "failed", "cancelled"]:
+        files.count_outcome(status)
     found = scrape(client)
     outcome = "rnnadd_retrain_jobs_total"
     assert found[(outcome, (("outcome", "succeeded"),))] == 2
     assert found[(outcome, (("outcome", "rejected"),))] == 1
     assert found[(outcome, (("outcome", "failed"),))] == 1
-    assert found[("rnnadd_retrain_jobs_active", (("status", "running"),))] == 0
+    assert found[(outcome, (("outcome", "cancelled"),))] == 1
+    assert found[("rnnadd_retrain_jobs_active", ())] == 0
 
 
-def test_unreadable_job_records_do_not_break_the_scrape() -> None:
-    def broken() -> list[dict]:
+def test_job_series_exist_before_any_job(client) -> None:
+    found = scrape(client)
+    assert found[("rnnadd_retrain_jobs_total", (("outcome", "succeeded"),))] == 0
+    assert found[("rnnadd_retrain_jobs_active", ())] == 0
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under root (root too) with its mtime and size."""
+    found = {".": (root.stat().st_mtime_ns, 0)}
+    for path in root.rglob("*"):
+        stat = path.lstat()
+        found[str(path.relative_to(root))] = (stat.st_mtime_ns, stat.st_size)
+    return found
+
+
+def test_a_scrape_writes_nothing_and_settles_nothing(client, model_dir: Path) -> None:
+    """Finding 12: scrapes read every record and settled dead jobs, writing during a GET."""
+    files = JobFiles(model_dir)
+    files.dir.mkdir()
+    for i in range(30):
+        files.write(job_record(job_id_at(i), "succeeded"))
+        files.count_outcome("succeeded")
+    dead = job_id_at(40)
+    files.write(job_record(dead, "running"))  # its process is gone: nobody holds its lock
+    files.path(dead, ".lock").touch()
+    live = job_id_at(41)
+    files.write(job_record(live, "queued"))
+    lock = try_lock(files.path(live, ".lock"))
+    scrape(client)  # anything the app creates once, before the comparison
+    before = tree(model_dir)
+    try:
+        found = scrape(client)
+    finally:
+        os.close(lock)
+    assert tree(model_dir) == before, "a scrape created, changed or removed a file"
+    assert found[("rnnadd_retrain_jobs_total", (("outcome", "succeeded"),))] == 30
+    assert found[("rnnadd_retrain_jobs_active", ())] == 1
+    assert files.read(dead)["status"] == "running", "a scrape must not settle a dead job"
+    assert client.get(f"/v1/jobs/{dead}").get_json()["status"] == "failed", "a GET of it does"
+
+
+def test_a_scrape_reads_no_job_record(client, model_dir: Path, monkeypatch) -> None:
+    files = JobFiles(model_dir)
+    files.dir.mkdir()
+    files.write(job_record(job_id_at(1), "failed"))
+
+    def forbidden(*args: object) -> None:
+        raise AssertionError("a scrape read a job record")
+
+    monkeypatch.setattr(JobFiles, "read", forbidden)
+    found = scrape(client)
+    assert ("rnnadd_retrain_jobs_active", ()) in found
+
+
+def test_job_history_setting_reaches_the_job_manager(model_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RNNADD_JOB_HISTORY", "7")
+    app = create_app({"MODEL_DIR": str(model_dir)})
+    assert app.extensions["rnnadd"].jobs.keep == 7
+    monkeypatch.delenv("RNNADD_JOB_HISTORY")
+    assert create_app({"MODEL_DIR": str(model_dir)}).extensions["rnnadd"].jobs.keep == 100
+
+
+def test_unreadable_job_counts_do_not_break_the_scrape() -> None:
+    def broken() -> dict:
         raise OSError("disk gone")
 
     metrics = Metrics()
-    metrics.add_jobs_collector(broken)
+    metrics.add_jobs_collector(broken, lambda: 0)
     assert b"rnnadd_http_requests" in metrics.exposition()
-    assert list(JobsCollector(broken).collect()) == []
+    assert [f.name for f in JobsCollector(broken, lambda: 0).collect()] == [
+        "rnnadd_retrain_jobs_active"]
+    assert [f.name for f in JobsCollector(dict, broken).collect()] == ["rnnadd_retrain_jobs"]
 
 
 def test_apps_do_not_share_metrics(model_dir: Path) -> None:
