@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_JOB_SECONDS = 600.0  # the longest a retrain job requested over HTTP may be estimated to take
-# Seconds per update and trained bit, fitted on one core by `python -m benchmarks.training
-# --work`: a fixed cost per step, plus a cost per pair x hidden unit x (hidden units + 2).
+# Seconds per update and trained bit: a fixed cost, plus a cost per pair x hidden unit x (hidden
+# units + 2); about 1.5-2x what `python -m benchmarks.training --work` fits, so an upper estimate.
 SECONDS_PER_STEP_BIT = 2.0e-5
 SECONDS_PER_UNIT = 1.2e-9
 
