@@ -27,6 +27,7 @@ def document(settings: Settings, path: Path = SPEC_PATH) -> dict[str, Any]:
     for name in ("PredictRequest", "BatchRequest"):
         schemas[name]["properties"]["bits"]["maximum"] = settings.max_bits
     schemas["BatchRequest"]["properties"]["pairs"]["maxItems"] = settings.max_batch
+    schemas["NonNegativeInteger"]["oneOf"][1]["maxLength"] = settings.max_digits
     retrain = copy.deepcopy(request_schema())
     retrain.setdefault("properties", {})["activate"] = schemas["RetrainRequest"]["properties"][
         "activate"
