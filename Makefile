@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench install install-dev clean
+.PHONY: serve test lint bench install install-dev clean up down clean-docker bench-proxy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,19 @@ bench: $(VENV)/.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# Production-like, in containers: HAProxy in front of REPLICAS api replicas (docs/deployment.md).
+REPLICAS ?= 3
+up:
+	scripts/compose-up.sh $(REPLICAS)
+
+down:
+	if docker compose version >/dev/null 2>&1; then docker compose down; else docker-compose down; fi
+
+# Untagged images that rebuilds of rnnadd's images leave behind (the classic builder also keeps
+# the api image's build stage); tagged images and other projects' images are not touched.
+clean-docker:
+	docker image prune -f --filter label=io.rnnadd.project=rnnadd
+
+bench-proxy: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.proxy
