@@ -50,8 +50,9 @@ def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blue
         body: dict[str, Any] = {"active": None}
         try:
             body["active"] = store.current()
-        except ModelError as exc:
-            body["current_error"] = str(exc)
+        except ModelError as exc:  # shown without the server's own paths
+            body["current_error"] = str(exc).replace(f"{store.root}/", "").replace(
+                str(store.root), "the model directory")
         served = holder.current()
         body["serving"] = served.version if served else None
         items = []

@@ -87,6 +87,8 @@ def infer(model_name: str, version: str | None = None) -> Response:
     """Decode, predict through the inference core, encode."""
     _check_name(model_name)
     runtime = services().runtime
+    if version is not None:
+        runtime.model(version)  # an unknown version is a 404 whatever the body holds
     req = oip.parse_infer_request(_body(), request.headers.get(oip.HEADER_LENGTH),
                                   runtime.max_batch, runtime.max_digits)
     prediction = runtime.predict(req.a, req.b, req.parameters.get("bits", AUTO), version,

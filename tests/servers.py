@@ -79,7 +79,7 @@ def seed_models(dest: Path) -> str:
         shutil.copytree(BUNDLED_MODELS / version, dest / version)
         (dest / "CURRENT").write_text(version + "\n")
         return version
-    version, _, _ = train_and_save(TrainConfig(), ModelStore(dest), activate=True)
+    version, _ = train_and_save(TrainConfig(), ModelStore(dest), activate=True)
     return version
 
 

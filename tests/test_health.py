@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from service.app import create_app
@@ -17,7 +18,10 @@ def test_healthz(client, contract: Contract) -> None:
 
 def test_readyz_names_the_served_version(client, store: ModelStore, contract: Contract) -> None:
     response = client.get("/readyz")
-    assert response.get_json() == {"status": "ready", "model_version": store.current()}
+    body = response.get_json()
+    assert (body["status"], body["model_version"]) == ("ready", store.current())
+    assert body["replica"] == socket.gethostname() and body["degraded"] is None
+    assert body["gate"]["passed"] is True and body["forced"] is False
     contract.check(response, "/readyz")
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+import pytest
 
 from service.app import create_app
 from tests.conftest import Contract, clone_version, corrupt_version
@@ -61,7 +62,9 @@ def test_activate_rolls_back_and_this_worker_serves_it_at_once(
     path = ACTIVATE.format(version=old)
     response = client.post(path, headers=auth)
     contract.check(response, ACTIVATE, "POST")
-    assert response.get_json() == {"active": old, "previous": new, "model_version": old}
+    body = response.get_json()
+    assert (body["active"], body["previous"], body["model_version"]) == (old, new, old)
+    assert body["forced"] is False and body["gate"]["passed"] is True
     assert store.current() == old
     assert client.post("/v1/predict", json={"a": 1, "b": 2}).get_json()["model_version"] == old
     assert client.post(ACTIVATE.format(version=new), headers=auth).status_code == 200
@@ -92,7 +95,11 @@ def test_activate_an_invalid_version_is_409_and_changes_nothing(
     assert client.get("/v1/model").get_json()["version"] == before
 
 
-def test_activate_ignores_a_body(client, auth, store: ModelStore) -> None:
+@pytest.mark.parametrize(("body", "field"), [({"x": 1}, "x"), ({"force": "yes"}, "force"),
+                                             ({"force": 1}, "force")])
+def test_activate_refuses_unknown_options(client, auth, store: ModelStore, body: dict,
+                                          field: str) -> None:
     path = ACTIVATE.format(version=store.current())
-    response = client.post(path, headers=auth, data=json.dumps({"x": 1}))
-    assert response.status_code == 200
+    response = client.post(path, headers=auth, json=body)
+    assert response.status_code == 400 and response.get_json()["field"] == field
+    assert client.post(path, headers=auth).status_code == 200  # no body: no options

@@ -30,7 +30,7 @@ def test_the_core_adds_exactly_and_counts(model_dir: Path) -> None:
     a, b = [0, 1, 2**40, 2**63 - 1, 12345], [0, 2**40, 7, 2**63 - 1, 54321]
     prediction = runtime.predict(a, b)
     assert prediction.sums == [x + y for x, y in zip(a, b, strict=True)]
-    assert prediction.correct == [True] * 5 and prediction.bits == 65
+    assert prediction.correct == [True] * 5 and prediction.bits == 64
 
 
 def test_single_pairs_are_bound_by_the_work_limit_too(model_dir: Path) -> None:
@@ -54,7 +54,7 @@ def test_operands_are_named_by_the_codec(model_dir: Path) -> None:
     runtime = runtime_of(model_dir, MAX_BITS=16)
     with pytest.raises(BadRequest) as caught:
         runtime.predict([1, 2**15], [3, 4], AUTO, name=lambda i, j: f"pairs[{i}][{j}]")
-    assert caught.value.field == "pairs[1][0]" and "15 bits" in caught.value.detail
+    assert caught.value.field == "pairs[1][0]" and "16 bits" in caught.value.detail
     with pytest.raises(BadRequest) as caught:
         runtime.predict([1], [-4])
     assert caught.value.field == "b"

@@ -117,3 +117,13 @@ def test_services_are_reachable_for_other_blueprints(app) -> None:
 
     with app.app_context():
         assert services().holder.ready and services().runtime.max_bits == 4096
+
+
+def test_the_readme_table_lists_every_setting_with_its_default() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for env, default, help_text in describe():
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{env}` |")), "")
+        assert row, f"{env} is missing from the README's configuration table"
+        assert help_text in row
+        if default not in (None, "") and env != "RNNADD_MODEL_DIR":
+            assert f"`{default}`" in row, row
