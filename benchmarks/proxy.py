@@ -1,0 +1,252 @@
+"""What the proxy costs: `python -m benchmarks.proxy` (needs a Docker engine and Compose).
+
+Five setups are up at once and measured in interleaved rounds, so they share the same background
+load: gunicorn started directly on the host (`make serve`'s way, service/gunicorn.conf.py, 2
+workers); one api container reached directly at its bridge address (Docker, no proxy); HAProxy in
+front of that replica, at the proxy container's bridge address (the proxy alone); and the compose
+stacks with HAProxy in front of 1 replica and of 3 replicas through the published port on
+127.0.0.1, as clients reach them (docker-proxy + HAProxy). Each round sends single-pair
+/v1/predict requests and 10,000-pair /v1/predict/batch requests over keep-alive connections (wrk
+when installed, Python clients otherwise) for a fixed time. Figures are medians over rounds, and
+ratios to direct gunicorn. Every answer is checked once before timing; the stacks are removed at
+the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import random
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import load
+
+ROOT = Path(__file__).resolve().parent.parent
+PAIR = {"a": 100, "b": 27}
+BATCH_PAIRS = 10_000
+
+
+@dataclass
+class Setup:
+    """One way of reaching the service."""
+
+    name: str
+    host: str
+    port: int
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode}:\n"
+                           f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def _compose() -> list[str]:
+    with contextlib.suppress(OSError, RuntimeError):
+        _run(["docker", "compose", "version"], timeout=30)
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise SystemExit("needs Docker Compose (`docker compose` or `docker-compose`)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(host: str, port: int, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://{host}:{port}{path}", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except OSError:
+        return 0, b""
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} not within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def stack(replicas: int, compose: list[str]) -> Iterator[tuple[Setup, str]]:
+    """A compose project with the proxy and `replicas` api replicas; (setup, project)."""
+    project = f"rnnaddbench{replicas}x{secrets.token_hex(3)}"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RNNADD_")}
+    env.update(COMPOSE_PROJECT_NAME=project, RNNADD_PORT=str(port), RNNADD_IMAGE="rnnadd:bench",
+               RNNADD_PROXY_IMAGE="rnnadd-proxy:bench", WEB_CONCURRENCY="2")
+    base = [*compose, "-p", project]
+    try:
+        _run([*base, "up", "-d", "--scale", f"api={replicas}"], env)
+
+        def all_up() -> bool:
+            proxy = _run([*base, "ps", "-q", "proxy"], env).split()
+            if not proxy:
+                return False
+            text = _run(["docker", "exec", proxy[0], "python3", "-c",
+                         "import urllib.request; print(urllib.request.urlopen("
+                         "'http://127.0.0.1:8404/stats;csv').read().decode())"])
+            rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+            return sum(r["pxname"] == "api" and r["svname"] != "BACKEND" and r["status"] == "UP"
+                       for r in rows) == replicas
+
+        _wait(all_up, f"{replicas} replicas UP behind the proxy")
+        yield Setup(f"proxy, {replicas} replica{'s' if replicas > 1 else ''}", "127.0.0.1",
+                    port), project
+    finally:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            _run([*base, "down", "-v", "--timeout", "10"], env, timeout=180)
+
+
+def container_address(project: str, compose: list[str], service: str, name: str) -> Setup:
+    """A container of a stack reached at its address on the compose network: no docker-proxy
+    (the userland process that forwards a published port on 127.0.0.1) in the way."""
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": project}
+    cid = _run([*compose, "-p", project, "ps", "-q", service], env).split()[0]
+    ip = _run(["docker", "inspect", "-f",
+               "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", cid]).split()[0]
+    return Setup(name, ip, 8000)
+
+
+@contextlib.contextmanager
+def host_gunicorn() -> Iterator[Setup]:
+    """gunicorn on 127.0.0.1 from this checkout, configured as in the image (2 workers)."""
+    with tempfile.TemporaryDirectory(prefix="rnnadd-bench-proxy-") as tmp:
+        models, metrics = Path(tmp) / "models", Path(tmp) / "prometheus"
+        shutil.copytree(ROOT / "models", models, ignore=shutil.ignore_patterns("jobs", ".*"))
+        metrics.mkdir()
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RNNADD_")}
+        env.update(RNNADD_MODEL_DIR=str(models), PROMETHEUS_MULTIPROC_DIR=str(metrics),
+                   WEB_CONCURRENCY="2", HOME=tmp)
+        with open(Path(tmp) / "gunicorn.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn.conf.py", "--bind",
+                 f"127.0.0.1:{port}", "service.app:create_app()"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait(lambda: _get("127.0.0.1", port, "/readyz")[0] == 200, "host gunicorn ready")
+            yield Setup("gunicorn, direct", "127.0.0.1", port)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def batch_body() -> bytes:
+    rng = random.Random(0)
+    return json.dumps({"pairs": [[rng.randrange(128), rng.randrange(128)]
+                                 for _ in range(BATCH_PAIRS)]}).encode()
+
+
+def check(setup: Setup, batch: bytes) -> None:
+    """Refuse to time wrong answers."""
+    status, body = _get(setup.host, setup.port, "/v1/predict", json.dumps(PAIR).encode())
+    if status != 200 or json.loads(body)["decimal"] != 127:
+        raise RuntimeError(f"{setup.name}: /v1/predict answered {status} {body[:200]!r}")
+    status, body = _get(setup.host, setup.port, "/v1/predict/batch", batch)
+    pairs = json.loads(batch)["pairs"]
+    results = json.loads(body)["results"] if status == 200 else []
+    if [r["decimal"] for r in results] != [a + b for a, b in pairs]:
+        raise RuntimeError(f"{setup.name}: /v1/predict/batch answered {status}")
+
+
+def measure(setup: Setup, path: str, body: bytes, seconds: int, connections: int) -> load.Result:
+    if load.wrk_available():
+        return load.wrk(f"http://{setup.host}:{setup.port}{path}", body.decode(), close=False,
+                        seconds=seconds, threads=2, connections=connections)
+    return load.python_load(setup.host, setup.port, path, body, close=False, seconds=seconds,
+                            processes=2, threads=max(1, connections // 2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.proxy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="per setup, pattern and round")
+    parser.add_argument("--no-build", action="store_true", help="use the built rnnadd:bench "
+                        "and rnnadd-proxy:bench images")
+    args = parser.parse_args(argv)
+    # A SIGTERM still removes the stacks (the with blocks' cleanup runs on SystemExit).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    compose = _compose()
+    if not args.no_build:
+        env = {**os.environ, "RNNADD_IMAGE": "rnnadd:bench",
+               "RNNADD_PROXY_IMAGE": "rnnadd-proxy:bench"}
+        print("building images ...", flush=True)
+        _run([*compose, "-p", "rnnaddbenchbuild", "build"], env, timeout=1800)
+    batch = batch_body()
+    patterns = [("single pair", "/v1/predict", json.dumps(PAIR).encode(), 16),
+                ("10,000 pairs", "/v1/predict/batch", batch, 4)]
+    with contextlib.ExitStack() as stacks:
+        direct = stacks.enter_context(host_gunicorn())
+        one, project = stacks.enter_context(stack(1, compose))
+        three, _ = stacks.enter_context(stack(3, compose))
+        setups = [direct, container_address(project, compose, "api", "one container, direct"),
+                  container_address(project, compose, "proxy", "proxy, 1, bridge address"),
+                  one, three]
+        for setup in setups:
+            check(setup, batch)
+        figures: dict[tuple[str, str], list[load.Result]] = {}
+        for round_no in range(args.rounds):
+            for label, path, body, connections in patterns:
+                for setup in setups:
+                    result = measure(setup, path, body, args.seconds, connections)
+                    figures.setdefault((label, setup.name), []).append(result)
+                    print(f"round {round_no + 1} {label:12} {setup.name:24} "
+                          f"{result.rate:8.1f} req/s  p99 {result.p99 * 1000:7.2f} ms  "
+                          f"errors {result.errors}", flush=True)
+    client = load.wrk_available() or "Python http.client"
+    print(f"\n{platform.platform()}, {os.cpu_count()} CPUs, client {client}; medians of "
+          f"{args.rounds} rounds x {args.seconds} s, keep-alive; 2 gunicorn workers x 4 threads "
+          "per server\n")
+    print(f"{'pattern':13} {'setup':24} {'req/s':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'errors':>6}")
+    for label, _, _, _ in patterns:
+        base = statistics.median(r.rate for r in figures[(label, setups[0].name)])
+        for setup in setups:
+            results = figures[(label, setup.name)]
+            rate = statistics.median(r.rate for r in results)
+            print(f"{label:13} {setup.name:24} {rate:9.1f} {rate / base:6.2f} "
+                  f"{statistics.median(r.p50 for r in results) * 1000:8.2f} "
+                  f"{statistics.median(r.p99 for r in results) * 1000:8.2f} "
+                  f"{sum(r.errors for r in results):6d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
