@@ -326,6 +326,20 @@ def test_second_retrain_during_the_first_is_409(server: servers.Server, admin: C
 
 
 @pytest.mark.integration
+def test_a_reader_that_leaves_early_gets_no_traceback(server: servers.Server) -> None:
+    """`rnnadd models | head`: the write to a closed pipe ends the command quietly."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([str(RNNADD), "--url", server.url, "models"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "Exception" not in done.stderr, done.stderr
+    assert done.returncode == 1
+
+
+@pytest.mark.integration
 def test_cli(server: servers.Server) -> None:
     done = cli(server, "predict", "3", "5")
     assert done.returncode == 0, done.stderr

@@ -156,6 +156,18 @@ def run(client: Client, args: argparse.Namespace) -> tuple[Any, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the JSON answer; exit 1 with a one-line message when the call fails."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader left early (`rnnadd models | head`): stop quietly, and keep Python's exit
+        # flush from raising again on the dead pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Parse, call, print."""
     args = build_parser().parse_args(argv)
     url = getattr(args, "url", None) or os.environ.get("RNNADD_URL") or DEFAULT_URL
     token = getattr(args, "token", None) or os.environ.get("RNNADD_ADMIN_TOKEN") or None
@@ -165,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ClientError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2), flush=True)
     if status:
         print(f"error: job {result.get('id')} ended {result.get('status')}"
               + (f": {result['error']}" if result.get("error") else ""), file=sys.stderr)
