@@ -29,6 +29,7 @@ What no JSON Schema can say is stated here, per operation, rather than hidden:
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import threading
@@ -105,11 +106,22 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield running
 
 
+def served_document(server: Server, tmp: Path) -> Path:
+    """The document as this server serves it (with its limits), saved to a file."""
+    response = requests.get(server.url + "/openapi.json", timeout=10)
+    response.raise_for_status()
+    path = tmp / "openapi.json"
+    path.write_bytes(response.content)
+    return path
+
+
 def st_command(server: Server, config: Path, tmp: Path) -> list[str]:
     """`st run` against the server's own /openapi.json, with every check."""
     return [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
-        "run", f"{server.url}/openapi.json",
+        # The served document, from a file: loaded from its URL, schemathesis would leave out
+        # GET /openapi.json itself.
+        "run", str(served_document(server, tmp)), "--url", server.url,
         "--checks", "all",
         # The API's only DELETE cancels a job and keeps its record (see the module docstring).
         "--exclude-checks", "use_after_free",
@@ -142,3 +154,21 @@ def test_the_server_does_what_its_openapi_document_says(server: Server, tmp_path
         f"schemathesis found problems (exit {run.returncode}, {took:.0f} s):\n{output}\n"
         f"--- server log ---\n{server.log_text()}"
     )
+    document = requests.get(server.url + "/openapi.json", timeout=10).json()
+    operations = sum(len(item) for item in document["paths"].values())
+    selected = re.search(r"Operations:\s+(\d+) selected / (\d+) total", output)
+    assert selected and selected.groups() == (str(operations),) * 2, output  # none filtered
+    phases = re.findall(r"(Coverage|Fuzzing) \(in [0-9.]+s\)\s+✅ (\d+) passed", output)
+    assert phases == [("Coverage", str(operations)), ("Fuzzing", str(operations))], output
+    assert not active_jobs(server), "a retrain job outlived the run"
+
+
+def active_jobs(server: Server, wait: float = 15.0) -> list[dict]:
+    """Jobs still queued or running once cancellations have had time to finish."""
+    deadline = time.monotonic() + wait
+    while True:
+        jobs = requests.get(server.url + "/v1/jobs", timeout=10).json()["jobs"]
+        active = [job for job in jobs if job["status"] in ("queued", "running")]
+        if not active or time.monotonic() > deadline:
+            return active
+        time.sleep(0.2)
