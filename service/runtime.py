@@ -77,7 +77,8 @@ class Runtime:
         try:
             return self.holder.get_version(version)
         except VersionNotFound as exc:
-            raise NotFound(f"No stored version {version!r}.", field="version") from exc
+            raise NotFound(f"Unknown version {version!r}: no stored version has this id.",
+                           field="version") from exc
         except ModelError as exc:
             log.error("version %s was requested but does not load: %s", version, exc)
             raise Conflict(f"Version {version} is not ready: {exc}", field="version") from exc

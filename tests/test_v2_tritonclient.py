@@ -178,7 +178,7 @@ def test_versioned_inference_after_a_retrain(
 def test_errors_are_4xx_for_the_client(client: httpclient.InferenceServerClient) -> None:
     good = inputs(int64(1), int64(2), "INT64")
     expect_error("404", "unknown model", client.infer, "other", good)
-    expect_error("404", "unknown version", client.infer, MODEL, good,
+    expect_error("404", "Unknown version", client.infer, MODEL, good,
                  model_version="20000101T000000Z-000000")
     floats = np.array([1.0], dtype=np.float32)
     expect_error("400", "datatype 'FP32'", client.infer, MODEL, inputs(floats, floats, "FP32"))
