@@ -25,12 +25,14 @@ const LABEL = 92; // width of the row labels on the left
 const ROW = 22; // height of a row of bits
 const UNIT = 9; // height of one hidden unit's row in the heatmap
 
-/** The addition as the network did it: bits, probabilities and hidden activations per step. */
-export function drawSteps(svg, trace) {
+/** The addition as the network did it: bits, probabilities and hidden activations per step.
+ *  Row labels go in their own narrow SVG, so they stay in view while wide sums scroll. */
+export function drawSteps(svg, labels, trace) {
   svg.replaceChildren();
+  labels.replaceChildren();
   const steps = trace.length;
   const units = steps ? trace[0].hidden.length : 0;
-  const x = (t) => LABEL + (steps - 1 - t) * CELL; // most significant step on the left
+  const x = (t) => (steps - 1 - t) * CELL; // most significant step on the left
   const rows = [
     ["step", (s, t) => String(t), "index"],
     ["carry in", (s) => String(s.carry), "bit"],
@@ -42,12 +44,15 @@ export function drawSteps(svg, trace) {
   ];
   const top = rows.length * ROW + 6;
   const height = top + units * UNIT + 4;
-  svg.setAttribute("width", LABEL + steps * CELL);
+  svg.setAttribute("width", steps * CELL);
   svg.setAttribute("height", height);
-  svg.setAttribute("viewBox", `0 0 ${LABEL + steps * CELL} ${height}`);
+  svg.setAttribute("viewBox", `0 0 ${steps * CELL} ${height}`);
+  labels.setAttribute("width", LABEL);
+  labels.setAttribute("height", height);
+  labels.setAttribute("viewBox", `0 0 ${LABEL} ${height}`);
   rows.forEach(([label, text, kind], r) => {
     const y = r * ROW;
-    svg.append(el("text", { x: 4, y: y + 15, class: "row-label" }, label));
+    labels.append(el("text", { x: 4, y: y + 15, class: "row-label" }, label));
     const row = el("g", { class: `row ${kind.split(" ")[0]}`, "data-row": label });
     trace.forEach((step, t) => {
       const cell = el("g", { "data-step": t });
@@ -65,7 +70,7 @@ export function drawSteps(svg, trace) {
     });
     svg.append(row);
   });
-  svg.append(el("text", { x: 4, y: top + 10, class: "row-label" }, "hidden units"));
+  labels.append(el("text", { x: 4, y: top + 10, class: "row-label" }, "hidden units"));
   const map = el("g", { class: "heatmap" });
   trace.forEach((step, t) => {
     step.hidden.forEach((value, u) => {

@@ -96,8 +96,8 @@ function render(a, b, result) {
     `model ${result.model_version}`,
     result.trace ? `${wrongSteps} wrong bit${wrongSteps === 1 ? "" : "s"}` : result.traceRefused,
   ].filter(Boolean).join(" · ");
-  drawSteps($("steps"), steps);
-  $("steps").parentElement.hidden = !result.trace;
+  drawSteps($("steps"), $("step-labels"), steps);
+  $("step-view").hidden = !result.trace;
   $("result").hidden = false;
 }
 
