@@ -592,6 +592,27 @@ def test_killing_a_replica_under_load_loses_no_request(stack: Stack) -> None:
     assert stack.docker("inspect", "-f", "{{.State.StartedAt}}", proxy).stdout == proxy_started
 
 
+def test_replicas_added_and_removed_are_seen_without_restarting_the_proxy(stack: Stack) -> None:
+    (proxy,) = stack.containers("proxy")
+    proxy_started = stack.docker("inspect", "-f", "{{.State.StartedAt}}", proxy).stdout
+    stack.compose_run("up", "-d", "--no-recreate", "--scale", f"api={REPLICAS + 1}")
+    stack.wait_replicas_up(REPLICAS + 1, timeout=60)
+    # Scaling down under a light load: the removed replica finishes what it has (graceful stop)
+    # while DNS and the checks take it out; no request fails.
+    done, failures = [0], []
+    workers = _load(stack.port, 2500, 2, done, failures)
+    time.sleep(0.2)
+    stack.up()  # back to REPLICAS: compose stops and removes one
+    removed_at = done[0]
+    for worker in workers:
+        worker.join(120)
+    assert done[0] == 5000 and not failures, failures[:5]
+    assert removed_at < 5000, "the load ended before the replica was removed"
+    stack.wait_replicas_up(REPLICAS, timeout=30)
+    assert len(stack.containers("api")) == REPLICAS
+    assert stack.docker("inspect", "-f", "{{.State.StartedAt}}", proxy).stdout == proxy_started
+
+
 # --- retrain and rollback across replicas -----------------------------------------------------
 
 
