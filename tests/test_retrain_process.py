@@ -34,7 +34,8 @@ def test_training_survives_the_server_stopping(tmp_path: Path) -> None:
     try:
         with Client(server.url, token=server.token) as client:
             live = client.model()["version"]
-            job_id = client.retrain(**{**long_job(), "max_steps": 3000})["job_id"]
+            # long enough to be seen running and outlive the server, short enough to finish
+            job_id = client.retrain(**{**long_job(), "max_steps": 60_000})["job_id"]
             wait_status(client.job, job_id, "running")
     finally:
         servers.stop_server(server)  # graceful stop of master and workers, by PID
