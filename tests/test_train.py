@@ -177,3 +177,14 @@ def test_every_cli_flag_has_help() -> None:
     for name in FIELDS:
         assert f"--{name.replace('_', '-')}" in text
     assert "--no-early-stop" in text
+
+
+def test_training_into_the_bundled_directory_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(train_module, "BUNDLED_DIR", tmp_path)
+    assert train_module.main(["--model-dir", str(tmp_path), "--quiet", "--seed", "1"]) == 0
+    assert "changes its CURRENT" in capsys.readouterr().err
+    other = tmp_path / "elsewhere"
+    assert train_module.main(["--model-dir", str(other), "--quiet", "--seed", "1"]) == 0
+    assert "changes its CURRENT" not in capsys.readouterr().err

@@ -34,6 +34,8 @@ from training.gate import quick_check, run_gate
 from training.predictor import Predictor
 from training.store import GateFailed, ModelStore
 
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"  # what the image ships
+
 __all__ = [
     "FIELDS", "PRESETS", "ConfigError", "TrainConfig", "TrainResult", "config_from_request",
     "main", "make_config", "request_schema", "train", "train_and_save", "work_seconds_estimate",
@@ -269,7 +271,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help=f"{spec.help}; in {low}{spec.minimum:g}, {spec.maximum:g}{high} "
                            f"(default {spec.default})")
     p.add_argument("--model-dir", type=Path,
-                   default=Path(__file__).resolve().parent.parent / "models",
+                   default=BUNDLED_DIR,
                    help="the model store (default: the bundled models/)")
     p.add_argument("--activate", action=argparse.BooleanOptionalAction, default=True,
                    help="make the result the active version, if it passes the promotion gate")
@@ -291,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     show = None if args.quiet else progress_line()
     store = ModelStore(args.model_dir)
+    if args.activate and Path(args.model_dir).resolve() == BUNDLED_DIR.resolve():
+        print(f"note: this trains into {BUNDLED_DIR.name}/ of the checkout and, if the gate "
+              "passes, changes its CURRENT: the model `make serve` and the image ship. Use "
+              "--model-dir DIR to train elsewhere.", file=sys.stderr)
     code = 0
     try:
         version, record = train_and_save(config, store, activate=args.activate,
