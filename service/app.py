@@ -37,7 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """
     reqlog.configure_logging()
     settings = Settings.from_env(overrides=test_config)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # service.pages serves its assets itself
     app.config.update(settings.as_config())
     app.config.update({k: v for k, v in (test_config or {}).items() if k not in app.config})
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body

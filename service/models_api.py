@@ -42,8 +42,11 @@ def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blue
     @bp.get("/v1/model")
     def model() -> Response:
         served = runtime.model()
-        return _json({**served.record, "active": True,
-                      **serving_state(holder, served, max_bits)})
+        state = serving_state(holder, served, max_bits)
+        recorded = served.record.get("gate")
+        if isinstance(recorded, dict):  # the checks stay; the summary says what they mean here
+            state["gate"] = {**recorded, **state["gate"]}
+        return _json({**served.record, "active": True, **state})
 
     @bp.get("/v1/models")
     def models() -> Response:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
 from service.app import create_app
 from tests.conftest import Contract, clone_version, corrupt_version
+from training import files as store_module
 from training.store import ModelStore
 
 ACTIVATE = "/v1/models/{version}/activate"
@@ -103,3 +106,32 @@ def test_activate_refuses_unknown_options(client, auth, store: ModelStore, body:
     response = client.post(path, headers=auth, json=body)
     assert response.status_code == 400 and response.get_json()["field"] == field
     assert client.post(path, headers=auth).status_code == 200  # no body: no options
+
+
+@pytest.mark.parametrize(("code", "status", "words"), [
+    (errno.EROFS, 503, "not writable"), (errno.EACCES, 503, "not writable"),
+    (errno.ENOSPC, 507, "full"),
+])
+def test_activation_on_a_read_only_or_full_directory_names_the_cause(
+    client, auth, store: ModelStore, monkeypatch: pytest.MonkeyPatch, code: int, status: int,
+    words: str,
+) -> None:
+    before = store.current()
+    other = clone_version(store)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code), str(store.root / "CURRENT"))
+
+    monkeypatch.setattr(store_module.os, "replace", fail)
+    response = client.post(ACTIVATE.format(version=other), headers=auth)
+    assert response.status_code == status and response.mimetype == "application/problem+json"
+    assert words in response.get_json()["detail"]
+    assert str(store.root) not in response.get_data(as_text=True)
+    assert store.current() == before
+    assert client.post("/v1/predict", json={"a": 3, "b": 5}).get_json()["decimal"] == 8
+
+
+def test_the_model_record_keeps_the_gate_checks(client) -> None:
+    gate = client.get("/v1/model").get_json()["gate"]
+    assert gate["passed"] is True and gate["status"] == "passed"
+    assert {check["name"] for check in gate["checks"]} >= {"exhaustive_8bit", "random_4096bit"}
