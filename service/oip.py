@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import V2Error
+from service.runtime import integer
 
 MODEL_NAME = "rnnadd"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -50,9 +51,10 @@ class InferRequest:
     outputs: tuple[RequestedOutput, ...]
 
 
-def _is_int(value: object) -> bool:
-    """JSON integers only: Python's bool is an int, JSON's true is not."""
-    return isinstance(value, int) and not isinstance(value, bool)
+def _ints(values: list) -> list[int] | None:
+    """JSON integers, also written 3.0 as JSON Schema allows; None if any is not one."""
+    ints = [integer(v) for v in values]
+    return None if None in ints else ints  # type: ignore[return-value]
 
 
 def _object(value: object, what: str) -> dict:
@@ -84,8 +86,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
 
 def _shape(tensor: dict, name: str, max_batch: int) -> list[int]:
     """Accept [N] or [N, 1] within the batch limit (checked before any data is decoded)."""
-    shape = tensor.get("shape")
-    if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
+    raw = tensor.get("shape")
+    shape = _ints(raw) if isinstance(raw, list) else None
+    if shape is None or any(d < 0 for d in shape):
         raise V2Error(f"input {name!r}: shape must be a list of non-negative integers")
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
         raise V2Error(f"input {name!r}: shape must be [N] or [N, 1], got {shape}")
@@ -132,8 +135,10 @@ def _json_ints(items: list, datatype: str, name: str, max_digits: int) -> list[i
         if not all(isinstance(x, str) for x in items):
             raise V2Error(f"input {name!r}: BYTES data must be strings of decimal digits")
         return [_digits(x, name, max_digits) for x in items]
-    if not all(_is_int(x) for x in items):
+    numbers = _ints(items)
+    if numbers is None:
         raise V2Error(f"input {name!r}: {datatype} data must be JSON integers")
+    items = numbers
     info = np.iinfo(np.dtype(INT_TYPES[datatype]))
     if any(x < 0 for x in items):
         raise V2Error(f"input {name!r}: values must be non-negative")
@@ -201,7 +206,8 @@ def _input(
         return name, datatype, values, 0
     if "data" in tensor:
         raise V2Error(f"input {name!r}: give either 'data' or binary_data_size, not both")
-    if not _is_int(size) or size < 0:
+    size = integer(size)
+    if size is None or size < 0:
         raise V2Error(f"input {name!r}: binary_data_size must be a non-negative integer")
     if size > len(binary):
         raise V2Error(

@@ -436,7 +436,7 @@ BAD_JSON_REQUESTS = [
     (with_a(shape=[1, 1], data=[[[1]]]), 400, "nested deeper than shape"),
     (with_a(data=[-1]), 400, "non-negative"),
     (with_a(data=[3.5]), 400, "must be JSON integers"),
-    (with_a(data=[3.0]), 400, "must be JSON integers"),
+    (with_a(data=[1e300]), 400, "must be JSON integers"),
     (with_a(data=[True]), 400, "must be JSON integers"),
     (with_a(data=[None]), 400, "must be JSON integers"),
     (with_a(data=["3"]), 400, "must be JSON integers"),
@@ -644,3 +644,12 @@ def test_codec_response_layout() -> None:
 def test_codec_bytes_tensor_layout(values: list[str]) -> None:
     expected = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
     assert oip._bytes_tensor(values) == expected
+
+
+def test_integers_written_with_a_fraction_are_integers(client: FlaskClient) -> None:
+    body = {"inputs": [{"name": "a", "datatype": "INT64", "shape": [1.0], "data": [3.0]},
+                       {"name": "b", "datatype": "INT64", "shape": [1], "data": [5]}]}
+    response = client.post(INFER, json=body)
+    assert response.status_code == 200, response.data
+    outputs = {o["name"]: o["data"] for o in response.get_json()["outputs"]}
+    assert outputs["sum"] == [8] and outputs["correct"] == [True]
