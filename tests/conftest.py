@@ -78,12 +78,20 @@ def client(app: Flask) -> Iterator[FlaskClient]:
         yield test_client
 
 
-def clone_version(store: ModelStore, version: str | None = None, *, activate: bool = False) -> str:
-    """A new valid version with the same weights (as a retrain that found the same optimum)."""
+def clone_version(store: ModelStore, version: str | None = None, *, activate: bool = False,
+                  flip_output: bool = False) -> str:
+    """A new valid version with the same weights (as a retrain that found the same optimum).
+
+    flip_output negates the output layer: a version that loads but adds wrongly (and so fails
+    the gate, which runs on save).
+    """
     model = store.load(version or store.current())
     fields = {k: model.record[k] for k in
               ("hyperparameters", "seed", "steps", "training_seconds", "metrics", "history")}
-    return store.save(model.params, {**fields, "parent": model.version}, activate=activate)
+    params = dict(model.params)
+    if flip_output:
+        params["w_o"] = -params["w_o"]
+    return store.save(params, {**fields, "parent": model.version}, activate=activate)
 
 
 def corrupt_version(store: ModelStore) -> str:

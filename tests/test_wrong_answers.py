@@ -7,18 +7,14 @@ from pathlib import Path
 import pytest
 
 from service.app import create_app
+from tests.conftest import clone_version
 from training.store import ModelStore
 
 
 @pytest.fixture
 def imperfect(store: ModelStore, model_dir: Path):
     """The bundled weights with the output layer flipped, forced live: most sums are wrong."""
-    model = store.load(store.current())
-    params = {**model.params, "w_o": -model.params["w_o"]}
-    fields = {k: model.record[k] for k in ("hyperparameters", "seed", "steps",
-                                           "training_seconds", "metrics", "history")}
-    fields["parent"] = model.version
-    version = store.save(params, fields, max_bits=64)
+    version = clone_version(store, flip_output=True)
     store.activate(version, force=True, max_bits=4096)
     return create_app({"MODEL_DIR": str(model_dir)}).test_client(), version
 
@@ -45,12 +41,7 @@ def test_single_batch_and_v2_report_wrong_sums(imperfect) -> None:
 def test_activation_of_a_failing_version_is_refused_unless_forced(
     store: ModelStore, model_dir: Path, auth: dict[str, str], client
 ) -> None:
-    model = store.load(store.current())
-    params = {**model.params, "w_o": -model.params["w_o"]}
-    fields = {k: model.record[k] for k in ("hyperparameters", "seed", "steps",
-                                           "training_seconds", "metrics", "history")}
-    fields["parent"] = model.version
-    version = store.save(params, fields, max_bits=64)
+    version = clone_version(store, flip_output=True)
     path = f"/v1/models/{version}/activate"
     refused = client.post(path, headers=auth)
     assert refused.status_code == 409 and refused.get_json()["check"]
