@@ -275,3 +275,16 @@ def test_inference_service_is_a_v2_custom_predictor_of_the_same_image() -> None:
     assert container["image"] == deployment["image"]
     volumes = {v["name"]: v for v in predictor["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "rnnadd-models"
+
+
+def test_the_configmap_and_compose_only_pass_settings_the_service_knows() -> None:
+    from service.settings import describe
+
+    known = {name for name, _, _ in describe()}
+    configmap = _by_kind()["ConfigMap"].get("data") or {}
+    assert set(configmap) <= known, set(configmap) - known
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    passed = compose["services"]["api"]["environment"]
+    assert all("=" not in item for item in passed), "compose restates a default"
+    assert set(passed) <= known, set(passed) - known
+    assert compose["services"]["proxy"]["environment"] == ["RNNADD_MAX_BODY"]
