@@ -56,17 +56,16 @@ def stress_pairs(width: int) -> list[Pair]:
 
 
 def random_pairs(rng: np.random.Generator, width: int, count: int) -> list[Pair]:
-    """Uniform operands below 2^(width - 1), as Python ints of any size."""
-    nbytes = (width + 7) // 8
-    mask = (1 << (width - 1)) - 1
-    return [
-        (
-            int.from_bytes(rng.bytes(nbytes), "little") & mask,
-            int.from_bytes(rng.bytes(nbytes), "little") & mask,
-            width,
-        )
-        for _ in range(count)
-    ]
+    """Uniform operands below 2^(width - 1), as Python ints of any size, drawn in one call."""
+    if width <= 64:
+        drawn = rng.integers(0, 1 << (width - 1), size=2 * count, dtype=np.uint64).tolist()
+    else:
+        nbytes = (width + 7) // 8
+        mask = (1 << (width - 1)) - 1
+        raw = rng.bytes(2 * count * nbytes)
+        drawn = [int.from_bytes(raw[i : i + nbytes], "little") & mask
+                 for i in range(0, len(raw), nbytes)]
+    return [(drawn[2 * k], drawn[2 * k + 1], width) for k in range(count)]
 
 
 def exhaustive_pairs() -> list[Pair]:

@@ -133,15 +133,16 @@ def train(
             if last or exact == 1.0:
                 predictor = Predictor(params)
                 full = exhaustive_accuracy(predictor)
-                if full == 1.0 and config.long_bits and width == config.bits:
-                    width = config.long_bits  # 8 bits learnt: now the long widths
-                    optimizer.learning_rate *= LONG_LEARNING_RATE_SCALE
-                elif full == 1.0 and not config.long_bits:
+                if full == 1.0 and not config.long_bits:
                     done = True
                 elif full == 1.0 and quick_check(predictor, max_bits):
                     gate = run_gate(predictor, max_bits)
                     gate_seconds += gate["seconds"]
                     done = gate["passed"]
+                if full == 1.0 and not done and config.long_bits and width == config.bits:
+                    # 8 bits learnt but not every width: now train on the long ones
+                    width = config.long_bits
+                    optimizer.learning_rate *= LONG_LEARNING_RATE_SCALE
             point = {"step": step, "loss": running / count, "bits": x.shape[0],
                      "batch_accuracy": exact, "accuracy": full}
             history.append(point)
