@@ -128,7 +128,7 @@ def training_section(seeds: int) -> rnn.Params:
     times = [r[0] for r in original]
     print(f"\n  default, time to a gate-passing model ({passed}/{seeds} pass): median "
           f"{statistics.median(after_times):.3f} s, worst {max(after_times):.3f} s")
-    print(f"  default, the same without the time in full gate runs: median "
+    print(f"  default, the same without the time checking against the gate: median "
           f"{statistics.median(after_no_gate):.3f} s, worst {max(after_no_gate):.3f} s")
     print(f"  original algorithm, time to 100% at 8 bits ({sum(r[2] for r in original)}/{seeds} "
           f"reach it): median {statistics.median(times):.3f} s, worst {max(times):.3f} s")
