@@ -86,11 +86,11 @@ def seed_models(dest: Path) -> str:
 def start_gunicorn(
     tmp: Path, app: str = SERVICE_APP, *, args: Sequence[str] = (),
     env: Mapping[str, str] | None = None, ready_path: str = "/readyz", timeout: float = 60.0,
-    name: str = "gunicorn",
+    name: str = "gunicorn", conf: Path = CONF,
 ) -> tuple[subprocess.Popen, str, Path]:
     """gunicorn -c service/gunicorn.conf.py on 127.0.0.1:0; (process, url, log) once ready."""
     log = tmp / f"{name}.log"
-    cmd = [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--bind", "127.0.0.1:0",
+    cmd = [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", "127.0.0.1:0",
            *args, app]
     full_env = {**os.environ, "HOME": str(tmp), **(env or {})}
     with open(log, "ab") as out:

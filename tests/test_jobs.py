@@ -20,6 +20,7 @@ import pytest
 
 from service import errors, jobs, retrain
 from service.jobs import ACTIVE, DIED, JobFiles, JobManager, try_lock
+from training.evaluate import exhaustive_accuracy
 from training.ids import new_version_id
 from training.store import GateFailed, ModelStore, is_version
 from training.train import request_schema
@@ -644,7 +645,8 @@ def test_real_retrain_end_to_end(root: Path) -> None:
     assert (root / version / "model.json").is_file()
     if done["status"] == "succeeded":
         assert (root / "CURRENT").read_text().strip() == version
-    assert done["metrics"]["accuracy_8bit"] >= 0.0
+    stored = ModelStore(root).load(version)
+    assert done["metrics"]["accuracy_8bit"] == exhaustive_accuracy(stored.params)
     assert done["params"]["hidden_size"] == 8
     assert done["params"]["max_steps"] == 30
     assert done["progress"]["step"] >= 1

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, Server, free_port, seed_models, stop_server, wait_ready
+from tests.servers import ROOT, Server, seed_models, start_gunicorn, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +61,7 @@ REQUESTS = [
 
 
 def _server(tmp: Path, patched: bool) -> Server:
-    """gunicorn with the counting config, one worker, on a free port."""
+    """gunicorn with the counting config, one worker, on a port it binds itself."""
     tmp.mkdir(parents=True, exist_ok=True)
     model_dir, metrics_dir, sends = tmp / "models", tmp / "prometheus", tmp / "sends.log"
     seed_models(model_dir)
@@ -72,22 +69,10 @@ def _server(tmp: Path, patched: bool) -> Server:
     conf = tmp / "gunicorn_conf.py"
     conf.write_text(CONF.format(service_conf=str(ROOT / "service" / "gunicorn.conf.py"),
                                 patched=patched, log=str(sends)))
-    port = free_port()
-    env = {**os.environ, "RNNADD_MODEL_DIR": str(model_dir), "WEB_CONCURRENCY": "1",
-           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "HOME": str(tmp)}
-    log = tmp / "gunicorn.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", f"127.0.0.1:{port}",
-             "service.app:create_app()"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", proc, model_dir, "", log, metrics_dir)
-    try:
-        wait_ready(server, 60)
-    except BaseException:
-        stop_server(server)
-        raise
-    return server
+    env = {"RNNADD_MODEL_DIR": str(model_dir), "WEB_CONCURRENCY": "1",
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    proc, url, log = start_gunicorn(tmp, env=env, conf=conf)
+    return Server(url, proc, model_dir, "", log, metrics_dir)
 
 
 def _sends_per_response(server: Server) -> list[int]:
