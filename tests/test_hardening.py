@@ -169,3 +169,16 @@ def test_11_a_worker_that_starts_on_a_broken_current_serves_the_last_good_versio
     client.application.extensions["rnnadd"].holder.refresh(force=True)
     assert client.get("/readyz").get_json()["status"] == "ready"
     assert "rnnadd_model_degraded 0.0" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_gunicorns_own_refusals_are_documented_problems(server: servers.Server,
+                                                        openapi_document: dict) -> None:
+    long_line = f"GET /v1/jobs?{'a' * 5000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    many = "".join(f"X-H{i}: {i}\r\n" for i in range(150))
+    many_headers = f"GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode()
+    for raw, path in ((long_line, "/v1/jobs"), (many_headers, "/healthz")):
+        reply = exchange(server.port, raw)
+        status = int(reply.split(b" ", 2)[1])
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert b"application/problem+json" in head and json.loads(body)["status"] == status
+        assert str(status) in openapi_document["paths"][path]["get"]["responses"], status
