@@ -1,11 +1,11 @@
 """What the proxy costs: `python -m benchmarks.proxy` (needs a Docker engine and Compose).
 
-Five setups are up at once and measured in interleaved rounds, so they share the same background
-load: gunicorn started directly on the host (`make serve`'s way, service/gunicorn.conf.py, 2
-workers); one api container reached directly at its bridge address (Docker, no proxy); HAProxy in
-front of that replica, at the proxy container's bridge address (the proxy alone); and the compose
-stacks with HAProxy in front of 1 replica and of 3 replicas through the published port on
-127.0.0.1, as clients reach them (docker-proxy + HAProxy). Each round sends single-pair
+Four setups are up at once and measured in interleaved rounds, so they share the same background
+load, and every one is reached on 127.0.0.1: gunicorn started directly on the host (`make
+serve`'s way, service/gunicorn.conf.py, 2 workers); one api container alone, through a port
+published on 127.0.0.1 (Docker's networking, no proxy); and the compose stacks with HAProxy in
+front of 1 replica and of 3 replicas through their published ports (Docker's networking +
+HAProxy), as clients reach them. Each round sends single-pair
 /v1/predict requests and 10,000-pair /v1/predict/batch requests over keep-alive connections (wrk
 when installed, Python clients otherwise) for a fixed time. Figures are medians over rounds, and
 ratios to direct gunicorn. Every answer is checked once before timing; the stacks are removed at
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import load
+from tests.servers import seed_models, start_gunicorn, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIR = {"a": 100, "b": 27}
@@ -129,42 +130,36 @@ def stack(replicas: int, compose: list[str]) -> Iterator[tuple[Setup, str]]:
             _run([*base, "down", "-v", "--timeout", "10"], env, timeout=180)
 
 
-def container_address(project: str, compose: list[str], service: str, name: str) -> Setup:
-    """A container of a stack reached at its address on the compose network: no docker-proxy
-    (the userland process that forwards a published port on 127.0.0.1) in the way."""
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": project}
-    cid = _run([*compose, "-p", project, "ps", "-q", service], env).split()[0]
-    ip = _run(["docker", "inspect", "-f",
-               "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", cid]).split()[0]
-    return Setup(name, ip, 8000)
+@contextlib.contextmanager
+def single_container() -> Iterator[Setup]:
+    """One api container of the benchmark image, its port published on 127.0.0.1 only."""
+    cid = _run(["docker", "run", "-d", "--rm", "-p", "127.0.0.1::8000", "--read-only",
+                "--tmpfs", "/tmp", "--mount", "type=volume,dst=/var/lib/rnnadd/models",
+                "-e", "WEB_CONCURRENCY=2", "rnnadd:bench"]).strip()
+    try:
+        port = int(_run(["docker", "port", cid, "8000/tcp"]).split()[0].rsplit(":", 1)[1])
+        _wait(lambda: _get("127.0.0.1", port, "/readyz")[0] == 200, "one container ready")
+        yield Setup("one container, direct", "127.0.0.1", port)
+    finally:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            _run(["docker", "stop", "-t", "10", cid], timeout=60)
 
 
 @contextlib.contextmanager
 def host_gunicorn() -> Iterator[Setup]:
     """gunicorn on 127.0.0.1 from this checkout, configured as in the image (2 workers)."""
     with tempfile.TemporaryDirectory(prefix="rnnadd-bench-proxy-") as tmp:
-        models, metrics = Path(tmp) / "models", Path(tmp) / "prometheus"
-        shutil.copytree(ROOT / "models", models, ignore=shutil.ignore_patterns("jobs", ".*"))
-        metrics.mkdir()
-        port = _free_port()
+        root = Path(tmp)
+        seed_models(root / "models")
+        (root / "prometheus").mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RNNADD_")}
-        env.update(RNNADD_MODEL_DIR=str(models), PROMETHEUS_MULTIPROC_DIR=str(metrics),
-                   WEB_CONCURRENCY="2", HOME=tmp)
-        with open(Path(tmp) / "gunicorn.log", "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn.conf.py", "--bind",
-                 f"127.0.0.1:{port}", "service.app:create_app()"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        env.update(RNNADD_MODEL_DIR=str(root / "models"), WEB_CONCURRENCY="2",
+                   PROMETHEUS_MULTIPROC_DIR=str(root / "prometheus"))
+        proc, url, _ = start_gunicorn(root, env=env)
         try:
-            _wait(lambda: _get("127.0.0.1", port, "/readyz")[0] == 200, "host gunicorn ready")
-            yield Setup("gunicorn, direct", "127.0.0.1", port)
+            yield Setup("gunicorn, direct", "127.0.0.1", int(url.rsplit(":", 1)[1]))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
 
 
 def batch_body() -> bytes:
@@ -214,11 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                 ("10,000 pairs", "/v1/predict/batch", batch, 4)]
     with contextlib.ExitStack() as stacks:
         direct = stacks.enter_context(host_gunicorn())
-        one, project = stacks.enter_context(stack(1, compose))
+        alone = stacks.enter_context(single_container())
+        one, _ = stacks.enter_context(stack(1, compose))
         three, _ = stacks.enter_context(stack(3, compose))
-        setups = [direct, container_address(project, compose, "api", "one container, direct"),
-                  container_address(project, compose, "proxy", "proxy, 1, bridge address"),
-                  one, three]
+        setups = [direct, alone, one, three]
         for setup in setups:
             check(setup, batch)
         figures: dict[tuple[str, str], list[load.Result]] = {}
