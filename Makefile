@@ -28,6 +28,7 @@ install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
 serve: $(VENV)/.runtime
+	@echo "serving the model in $${RNNADD_MODEL_DIR:-models/} on http://$(HOST):$(PORT)/ (Ctrl-C stops)"
 	$(BIN)/gunicorn -c service/gunicorn.conf.py --bind $(HOST):$(PORT) 'service.app:create_app()'
 
 test: $(VENV)/.dev
