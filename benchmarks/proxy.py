@@ -25,7 +25,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,12 +71,6 @@ def _compose() -> list[str]:
     raise SystemExit("needs Docker Compose (`docker compose` or `docker-compose`)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(host: str, port: int, path: str, body: bytes | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(f"http://{host}:{port}{path}", data=body,
                                  headers={"Content-Type": "application/json"})
@@ -103,13 +96,14 @@ def _wait(check: Callable[[], bool], what: str, timeout: float = 120) -> None:
 def stack(replicas: int, compose: list[str]) -> Iterator[tuple[Setup, str]]:
     """A compose project with the proxy and `replicas` api replicas; (setup, project)."""
     project = f"rnnaddbench{replicas}x{secrets.token_hex(3)}"
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RNNADD_")}
-    env.update(COMPOSE_PROJECT_NAME=project, RNNADD_PORT=str(port), RNNADD_IMAGE="rnnadd:bench",
+    # RNNADD_PORT=0: Docker picks a free port on 127.0.0.1, read back with `compose port`
+    env.update(COMPOSE_PROJECT_NAME=project, RNNADD_PORT="0", RNNADD_IMAGE="rnnadd:bench",
                RNNADD_PROXY_IMAGE="rnnadd-proxy:bench", WEB_CONCURRENCY="2")
     base = [*compose, "-p", project]
     try:
         _run([*base, "up", "-d", "--scale", f"api={replicas}"], env)
+        port = int(_run([*base, "port", "proxy", "8000"], env).strip().rsplit(":", 1)[1])
 
         def all_up() -> bool:
             proxy = _run([*base, "ps", "-q", "proxy"], env).split()

@@ -93,14 +93,7 @@ def _docker_problem() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    """A port on 127.0.0.1 that is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _compose_env(project: str, port: int, token: str) -> dict[str, str]:
+def _compose_env(project: str, token: str) -> dict[str, str]:
     """The caller's environment without its rnnadd settings, plus this stack's own."""
     env = {
         k: v
@@ -109,7 +102,7 @@ def _compose_env(project: str, port: int, token: str) -> dict[str, str]:
     }
     env.update(
         COMPOSE_PROJECT_NAME=project,
-        RNNADD_PORT=str(port),
+        RNNADD_PORT="0",  # Docker picks a free port itself; Stack.up reads which
         RNNADD_ADMIN_TOKEN=token,
         RNNADD_IMAGE=IMAGE,
         RNNADD_PROXY_IMAGE=PROXY_IMAGE,
@@ -147,9 +140,9 @@ class Stack:
 
     compose: list[str]
     project: str
-    port: int
     token: str
     env: dict[str, str] = field(repr=False)
+    port: int = 0  # published by Docker on 127.0.0.1; known once the stack is up
 
     def compose_run(self, *args: str, timeout: float = COMPOSE_TIMEOUT) -> str:
         """Run a compose subcommand on this project; fail the test with its output if it fails."""
@@ -168,6 +161,8 @@ class Stack:
     def up(self) -> None:
         """Start (or complete) the stack: the proxy and REPLICAS api replicas."""
         self.compose_run("up", "-d", "--no-recreate", "--scale", f"api={REPLICAS}")
+        published = self.compose_run("port", "proxy", "8000").strip()  # 127.0.0.1:<port>
+        self.port = int(published.rsplit(":", 1)[1])
 
     def containers(self, service: str = "api") -> list[str]:
         """Ids of the service's running containers."""
@@ -295,10 +290,9 @@ def stack() -> Iterator[Stack]:
     compose = _compose_command()
     assert compose is not None
     project = f"rnnaddtest{secrets.token_hex(4)}"
-    port = _free_port()
     token = secrets.token_urlsafe(24)
-    env = _compose_env(project, port, token)
-    stack = Stack(compose, project, port, token, env)
+    env = _compose_env(project, token)
+    stack = Stack(compose, project, token, env)
     try:
         stack.compose_run("build", timeout=BUILD_TIMEOUT)
         stack.up()
@@ -333,7 +327,7 @@ def test_only_the_proxy_publishes_a_port(stack: Stack) -> None:
         ports = stack.docker("inspect", "-f", "{{json .HostConfig.PortBindings}}", cid).stdout
         assert ports.strip() in {"{}", "null"}, ports
     (proxy,) = stack.containers("proxy")
-    ports = json.loads(stack.docker("inspect", "-f", "{{json .HostConfig.PortBindings}}",
+    ports = json.loads(stack.docker("inspect", "-f", "{{json .NetworkSettings.Ports}}",
                                     proxy).stdout)
     assert ports == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(stack.port)}]}
     readonly = stack.docker("inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", proxy).stdout
