@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -21,6 +22,13 @@ from tests.servers import seed_models
 from training.store import ModelStore
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "service" / "openapi.json"
+
+
+# A write to the model directory that fails: errno, the answer's status, words it must say.
+STORAGE_ERRORS = [
+    (errno.EROFS, 503, "not writable"), (errno.EACCES, 503, "not writable"),
+    (errno.ENOSPC, 507, "full"),
+]
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import time
@@ -13,10 +12,11 @@ import pytest
 
 from service import jobs
 from service.app import create_app
-from service.jobs import ACTIVE, JobFiles, try_lock
-from tests.conftest import Contract
+from service.jobs import ACTIVE, JobFiles
+from tests.conftest import STORAGE_ERRORS, Contract
 from tests.test_jobs import (
     BAD_PARAMS,
+    hold_train_lock,
     job_id_at,
     long_job,
     process_gone,
@@ -50,13 +50,6 @@ def wait_running(client, job_id: str, timeout: float = 60.0) -> dict:
         assert record["status"] in ACTIVE, record
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not start within {timeout} s")
-
-
-def hold_train_lock(model_dir: Path) -> int:
-    """Take the training lock the way a running training does."""
-    fd = try_lock(JobFiles(model_dir).train_lock)
-    assert fd is not None
-    return fd
 
 
 def is_problem(response, status: int) -> dict:
@@ -291,10 +284,7 @@ def test_a_damaged_record_does_not_break_the_job_routes(
     assert found[("rnnadd_retrain_jobs_active", ())] == 0
 
 
-@pytest.mark.parametrize(("code", "status", "cause"), [
-    (errno.EROFS, 503, "not writable"), (errno.EACCES, 503, "not writable"),
-    (errno.ENOSPC, 507, "full"),
-])
+@pytest.mark.parametrize(("code", "status", "cause"), STORAGE_ERRORS)
 def test_retrain_on_a_read_only_or_full_model_directory(
     client, auth, model_dir: Path, monkeypatch: pytest.MonkeyPatch, code: int, status: int,
     cause: str,

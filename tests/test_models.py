@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
 import pytest
 
 from service.app import create_app
-from tests.conftest import Contract, clone_version, corrupt_version
+from tests.conftest import STORAGE_ERRORS, Contract, clone_version, corrupt_version
 from training import files as store_module
 from training.store import ModelStore
 
@@ -108,10 +107,7 @@ def test_activate_refuses_unknown_options(client, auth, store: ModelStore, body:
     assert client.post(path, headers=auth).status_code == 200  # no body: no options
 
 
-@pytest.mark.parametrize(("code", "status", "words"), [
-    (errno.EROFS, 503, "not writable"), (errno.EACCES, 503, "not writable"),
-    (errno.ENOSPC, 507, "full"),
-])
+@pytest.mark.parametrize(("code", "status", "words"), STORAGE_ERRORS)
 def test_activation_on_a_read_only_or_full_directory_names_the_cause(
     client, auth, store: ModelStore, monkeypatch: pytest.MonkeyPatch, code: int, status: int,
     words: str,
