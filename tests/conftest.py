@@ -19,7 +19,7 @@ from werkzeug.test import TestResponse
 
 from service.app import create_app
 from tests.servers import seed_models
-from training.store import ModelStore
+from training.store import CERTIFICATE, ModelStore
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "service" / "openapi.json"
 
@@ -104,9 +104,13 @@ def clone_version(store: ModelStore, version: str | None = None, *, activate: bo
     fields = {k: model.record[k] for k in
               ("hyperparameters", "seed", "steps", "training_seconds", "metrics", "history")}
     params = dict(model.params)
+    extra = {}
     if flip_output:
         params["w_o"] = -params["w_o"]
-    return store.save(params, {**fields, "parent": model.version}, activate=activate)
+    elif (proof := store.root / model.version / CERTIFICATE).is_file():
+        extra[CERTIFICATE] = proof.read_bytes()  # the same weights: the same proof holds
+    return store.save(params, {**fields, "parent": model.version}, activate=activate,
+                      extra_files=extra)
 
 
 def corrupt_version(store: ModelStore) -> str:

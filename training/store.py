@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from training.certify import Certificate, CertificateError
+from training.certify import verify as verify_certificate
+from training.certify.certificate import MAX_BYTES as MAX_CERTIFICATE_BYTES
 from training.config import FIELDS, ConfigError, check_value
 from training.files import atomic_write, fsync_dir, write_new
 from training.gate import run_gate
@@ -34,6 +37,7 @@ Params = dict[str, np.ndarray]
 
 FORMAT_VERSION = 1
 WEIGHTS, RECORD, CURRENT, LAST_GOOD = "weights.npz", "model.json", "CURRENT", "LAST_GOOD"
+CERTIFICATE = "certificate.npz"  # the proof that the weights add exactly at every width
 ACTIVATION_LOCK = ".activate.lock"  # serializes activations: compare-and-set on CURRENT
 MAX_RECORD_BYTES = 4 << 20  # model.json holds the training history: generous, but bounded
 REMEMBERED_FAILURES = 64
@@ -87,6 +91,15 @@ class GateFailed(NotPromotable):
         super().__init__(path, promotion, f"fails the promotion gate at check {self.check!r}", root)
 
 
+class NotCertified(NotPromotable):
+    """A version has no certificate that proves these weights exact at every width."""
+
+    def __init__(self, path: str | Path, promotion: Promotion,
+                 root: str | Path | None = None) -> None:
+        self.reason = str(promotion.proof["problem"])
+        super().__init__(path, promotion, f"is not certified: {self.reason}", root)
+
+
 class CurrentChanged(ModelError):
     """CURRENT no longer names the version the caller started from (compare-and-set lost)."""
 
@@ -102,12 +115,19 @@ class Promotion:
     """What activation established about a version from its weights, not from its record."""
 
     version: str
-    gate: dict
+    gate: dict  # the falsifier: sampled sums, run first since a wrong sum ends the matter
+    proof: dict  # {"certified", "problem", "summary"}: the stored certificate, re-verified
 
     @property
     def passed(self) -> bool:
-        """May go live without force."""
-        return self.gate["passed"] is True
+        """May go live without force: no wrong sum found, and exact at every width proved."""
+        return self.gate["passed"] is True and self.proof["certified"] is True
+
+    def refusal(self, path: Path, root: Path) -> NotPromotable:
+        """The error naming the first reason this version may not go live."""
+        if self.gate["passed"] is not True:
+            return GateFailed(path, self, root)
+        return NotCertified(path, self, root)
 
 
 ANY_CURRENT: Any = object()  # activate() without a compare-and-set on CURRENT
@@ -392,9 +412,28 @@ class ModelStore:
             raise self._error(self.current_file, problem) from exc
 
     def promotion(self, version: str, max_bits: int) -> Promotion:
-        """Load a version and run the gate on its weights now: what a record says is not trusted."""
+        """The gate run on a version's weights now, and its certificate re-verified against them.
+
+        Nothing model.json says is trusted: a copied record cannot vouch for other weights.
+        """
         model = self.load(version)
-        return Promotion(version, run_gate(Predictor(model.params), max_bits))
+        return Promotion(version, run_gate(Predictor(model.params), max_bits), self.proof(model))
+
+    def proof(self, model: Model) -> dict:
+        """Re-verify the version's stored certificate against its loaded weights."""
+        path = self.root / model.version / CERTIFICATE
+        try:
+            data = self._read(path, MAX_CERTIFICATE_BYTES)
+        except ModelError as exc:
+            missing = not path.exists()
+            return {"certified": False, "summary": None,
+                    "problem": "it has no certificate" if missing else exc.problem}
+        try:
+            summary = verify_certificate(model.params, Certificate.from_bytes(data))
+        except CertificateError as exc:
+            return {"certified": False, "summary": None,
+                    "problem": f"its certificate does not verify: {exc}"}
+        return {"certified": True, "problem": None, "summary": summary}
 
     def save(
         self,
@@ -463,7 +502,7 @@ class ModelStore:
         """
         promotion = self.promotion(version, max_bits)
         if not promotion.passed and not force:
-            raise GateFailed(self.root / version / RECORD, promotion, self.root)
+            raise promotion.refusal(self.root / version / RECORD, self.root)
         with self._activation_lock():
             if expect_current is not ANY_CURRENT:
                 found = self.current()
