@@ -52,7 +52,7 @@ def test_models_lists_every_version_and_marks_the_active_one(
 
 def test_models_in_an_empty_directory(tmp_path: Path) -> None:
     body = create_app({"MODEL_DIR": str(tmp_path)}).test_client().get("/v1/models").get_json()
-    assert body == {"active": None, "serving": None, "models": []}
+    assert body == {"active": None, "serving": None, "models": [], "next_after": None}
 
 
 def test_activate_rolls_back_and_this_worker_serves_it_at_once(
