@@ -57,6 +57,9 @@ class Settings:
     job_history: int = _setting("RNNADD_JOB_HISTORY", 100,
                                 "finished retrain jobs kept (older records are pruned)",
                                 low=1, high=100_000)
+    model_history: int = _setting("RNNADD_MODEL_HISTORY", 100,
+                                  "model versions kept after a retrain saves one (newest, plus "
+                                  "CURRENT, LAST_GOOD and pinned)", low=1, high=100_000)
     access_log: bool = _setting("RNNADD_ACCESS_LOG", True, "one JSON line per request",
                                 parse=_flag)
     fast_path: bool = _setting("RNNADD_FAST_PATH", True,
