@@ -46,7 +46,8 @@ class Settings:
     max_batch: int = _setting("RNNADD_MAX_BATCH", 10_000, "most pairs in one request",
                               low=1, high=1_000_000)
     max_work: int = _setting("RNNADD_MAX_WORK", 2_560_000,
-                             "most pairs x bits x (hidden units / 16)^2 in one request (bounds CPU time)",
+                             "most pairs x bits x (hidden units / 16)^2 in one request "
+                             "(bounds CPU time)",
                              low=MAX_SAFE_BITS, high=10**9)
     admin_token: str | None = _setting("RNNADD_ADMIN_TOKEN", None,
                                        "bearer token for admin endpoints; unset turns them off",
