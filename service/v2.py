@@ -135,7 +135,9 @@ def _routes(bp: Blueprint) -> None:
     def metadata(model_name: str, version: str | None = None) -> Response:
         _check_name(model_name)
         model = _model(version)
-        versions = [r["version"] for r in services().store.versions() if "error" not in r]
+        store = services().store
+        listed, _ = store.page(len(store.version_ids()) or 1)  # cached summaries, no reads
+        versions = [r["version"] for r in listed if "error" not in r]
         return _json(model_metadata(model, versions))
 
     @bp.get("/models/<model_name>/ready")
