@@ -46,7 +46,8 @@ class Settings:
     max_batch: int = _setting("RNNADD_MAX_BATCH", 10_000, "most pairs in one request",
                               low=1, high=1_000_000)
     max_work: int = _setting("RNNADD_MAX_WORK", 2_560_000,
-                             "most pairs x bits in one request (bounds CPU and memory)",
+                             "most pairs x bits x (hidden units / 16)^2 in one request "
+                             "(bounds CPU time)",
                              low=MAX_SAFE_BITS, high=10**9)
     admin_token: str | None = _setting("RNNADD_ADMIN_TOKEN", None,
                                        "bearer token for admin endpoints; unset turns them off",
@@ -57,6 +58,9 @@ class Settings:
     job_history: int = _setting("RNNADD_JOB_HISTORY", 100,
                                 "finished retrain jobs kept (older records are pruned)",
                                 low=1, high=100_000)
+    model_history: int = _setting("RNNADD_MODEL_HISTORY", 100,
+                                  "model versions kept after a retrain saves one (newest, plus "
+                                  "CURRENT, LAST_GOOD and pinned)", low=1, high=100_000)
     access_log: bool = _setting("RNNADD_ACCESS_LOG", True, "one JSON line per request",
                                 parse=_flag)
     fast_path: bool = _setting("RNNADD_FAST_PATH", True,
