@@ -47,6 +47,7 @@ class LoadedModel:
     record: dict[str, Any]
     predictor: Predictor
     bits: int
+    proof: dict[str, Any]  # the stored certificate, re-verified against these weights at load
 
 
 FORCED_REFRESH_WAIT = 2.0  # seconds a forced refresh (after an activation) waits for the lock
@@ -54,27 +55,53 @@ FORCED_REFRESH_WAIT = 2.0  # seconds a forced refresh (after an activation) wait
 
 @dataclass(frozen=True)
 class Trust:
-    """What this service may claim about a version: trusted to add exactly, and why (gate)."""
+    """What this service may claim about a version: proved exact at every width, or not."""
 
     trusted: bool
     gate: dict[str, Any]
+    certificate: dict[str, Any]
 
 
-def assess(record: dict[str, Any], max_bits: int) -> Trust:
-    """The one decision whether a version is trusted at the widths this service answers."""
+CERTIFICATE_SUMMARY_KEYS = ("method", "classes", "cells", "seconds", "check_seconds")
+
+
+def certificate_summary(record: dict[str, Any], proof: dict[str, Any] | None) -> dict[str, Any]:
+    """certified, whether this worker verified it, and the proof's method, classes and time."""
+    claimed = record.get("certificate") if isinstance(record.get("certificate"), dict) else {}
+    summary = {k: claimed[k] for k in CERTIFICATE_SUMMARY_KEYS if k in claimed}
+    if proof is None:  # a listing: what the record says, not re-verified here
+        return {"certified": claimed.get("certified") is True, "verified": False, **summary}
+    if proof["certified"]:
+        checked = proof["summary"]
+        summary.update({k: checked[k] for k in ("method", "classes", "cells") if k in checked})
+        summary["check_seconds"] = checked.get("seconds")
+    return {"certified": proof["certified"] is True, "verified": True, **summary,
+            "problem": proof["problem"]}
+
+
+def assess(record: dict[str, Any], max_bits: int, proof: dict[str, Any] | None = None) -> Trust:
+    """The one decision whether a version is trusted: a certificate that proves its weights.
+
+    With proof (the certificate re-verified against loaded weights) that decides; a listing has
+    only the record's claim, which activation and loading re-verify before anything is served.
+    The gate's sampled checks are reported beside it; a certified version adds exactly at every
+    width, so max_bits bounds work, not correctness.
+    """
     gate = gate_summary(record, max_bits)
-    return Trust(trusted=gate["passed"], gate=gate)
+    certificate = certificate_summary(record, proof)
+    return Trust(trusted=certificate["certified"], gate=gate, certificate=certificate)
 
 
 def trust_of(model: LoadedModel, max_bits: int) -> Trust:
-    """Whether a loaded version is trusted (see assess)."""
-    return assess(model.record, max_bits)
+    """Whether a loaded version is trusted: its certificate as verified when it was loaded."""
+    return assess(model.record, max_bits, model.proof)
 
 
 def serving_state(holder: ModelHolder, model: LoadedModel, max_bits: int) -> dict[str, Any]:
-    """What an operator needs to trust the served version: its gate, forced, degraded."""
+    """What an operator needs to trust the served version: certified, its gate, forced, degraded."""
     trust = trust_of(model, max_bits)
-    return {"gate": trust.gate, "forced": not trust.trusted, "degraded": holder.degraded}
+    return {"certified": trust.trusted, "certificate": trust.certificate, "gate": trust.gate,
+            "forced": not trust.trusted, "degraded": holder.degraded}
 
 
 def gate_summary(record: dict[str, Any], max_bits: int) -> dict[str, Any]:
@@ -92,7 +119,8 @@ def gate_summary(record: dict[str, Any], max_bits: int) -> dict[str, Any]:
 def load_model(store: ModelStore, version: str) -> LoadedModel:
     """Load and fully validate a version, and precompute its predictor."""
     model = store.load(version)
-    return LoadedModel(model.version, model.record, Predictor(model.params), int(model.bits))
+    return LoadedModel(model.version, model.record, Predictor(model.params), int(model.bits),
+                       store.proof(model))
 
 
 class ModelHolder:

@@ -69,7 +69,8 @@ def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blue
             item = dict(record)
             item["active"] = record.get("version") == body["active"]
             if "error" not in record:
-                item["gate"] = assess(record, max_bits).gate
+                trust = assess(record, max_bits)
+                item["gate"], item["certificate"] = trust.gate, trust.certificate
                 item["pinned"] = store.pinned(record["version"])
             items.append(item)
         body["models"] = items

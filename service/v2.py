@@ -16,7 +16,7 @@ from service.auth import caller_is_admin
 from service.context import services
 from service.errors import APIError, V2Error
 from service.inputs import read_body
-from service.model import LoadedModel, assess
+from service.model import LoadedModel, Trust, trust_of
 from service.openapi import SPEC_PATH
 from service.runtime import AUTO
 
@@ -68,6 +68,11 @@ def _body() -> bytes:
     return plain
 
 
+def _trust_parameters(trust: Trust) -> dict[str, Any]:
+    """The version's proof and gate, as metadata parameters."""
+    return {"certified": trust.trusted, "certificate": trust.certificate, "gate": trust.gate}
+
+
 def model_metadata(model: LoadedModel, versions: list[str]) -> dict[str, Any]:
     """Name, versions, platform and tensors; `parameters` says which version and widths apply."""
     tensor = oip.metadata_tensor
@@ -80,7 +85,7 @@ def model_metadata(model: LoadedModel, versions: list[str]) -> dict[str, Any]:
         "outputs": [tensor(name, datatype) for name, datatype in oip.OUTPUT_TYPES.items()],
         "parameters": {"max_bits": runtime.max_bits, "max_batch": runtime.max_batch,
                        "version": model.version, "bits": model.bits,
-                       "gate": assess(model.record, runtime.max_bits).gate},
+                       **_trust_parameters(trust_of(model, runtime.max_bits))},
     }
 
 

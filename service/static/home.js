@@ -152,6 +152,26 @@ function renderGate(box, gate) {
   }
 }
 
+/** The certificate as this worker verified it: proved exact at every width, or why not. */
+function renderCertificate(box, certificate) {
+  box.replaceChildren();
+  const line = document.createElement("p");
+  const certified = Boolean(certificate && certificate.certified === true);
+  line.className = certified ? "good" : "bad";
+  if (certified) {
+    line.textContent = [
+      "certified: exact at every width",
+      certificate.method,
+      certificate.classes && `${certificate.classes} classes`,
+      certificate.seconds != null && `found in ${certificate.seconds} s`,
+      certificate.check_seconds != null && `re-checked in ${certificate.check_seconds} s`,
+    ].filter(Boolean).join(" · ");
+  } else {
+    line.textContent = `not certified${certificate && certificate.problem ? `: ${certificate.problem}` : ""}`;
+  }
+  box.append(line);
+}
+
 async function loadModel() {
   try {
     const model = await api("/v1/model");
@@ -167,6 +187,7 @@ async function loadModel() {
     fact(facts, "seed", model.seed);
     fact(facts, "training time", model.training_seconds && `${model.training_seconds} s`);
     if (model.degraded) fact(facts, "serving", "degraded: the last version that passed");
+    renderCertificate($("certificate"), model.certificate);
     renderGate($("gate"), model.gate);
     drawCurve($("curve"), model.history);
     const metrics = Object.entries(model.metrics || {});
