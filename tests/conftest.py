@@ -185,3 +185,27 @@ def wide_version(store: ModelStore, hidden: int = 256, *, gate_passed: bool = Tr
               "training_seconds": 0.0, "metrics": {}, "history": [], "parent": None,
               "gate": gate}
     return store.save(params, fields)
+
+
+@pytest.fixture(scope="session")
+def exact_adder() -> dict:
+    """A hand-built exact adder with one idle unit (tests/adders.py)."""
+    from tests.adders import adder
+
+    return adder(1)
+
+
+@pytest.fixture(scope="session")
+def exact_verdict(exact_adder: dict):
+    """certify() of the exact adder (it certifies in about a second)."""
+    from training.certify import certify
+
+    return certify(exact_adder, time_limit=30.0)
+
+
+@pytest.fixture(scope="session")
+def slow_model() -> tuple[dict, int]:
+    """A model exact up to N > 4096 bits and wrong beyond (tests/adders.py), with N."""
+    from tests.adders import slow_adder
+
+    return slow_adder()
