@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from service.errors import Conflict, GateFailed, NotFound
+from service.errors import Conflict, GateFailed, NotCertified, NotFound
 from service.jobs import storage_error
 from service.model import ModelHolder
 from training import store as model_store
@@ -37,16 +37,27 @@ def activate(store: ModelStore, holder: ModelHolder, version: str, *, force: boo
             '{"force": true} to activate it anyway.',
             field="version", extra={"check": exc.check, "gate": exc.gate},
         ) from exc
+    except model_store.NotCertified as exc:
+        raise NotCertified(
+            f"Version {version} is not certified: {exc.reason}; send "
+            '{"force": true} to activate it anyway.',
+            field="version", extra={"reason": exc.reason},
+        ) from exc
     except ModelError as exc:
         raise Conflict(f"Version {version} cannot be activated, it fails validation: {exc}",
                        field="version") from exc
     except OSError as exc:
         raise storage_error(exc, f"activate version {version}") from exc
     if not promotion.passed:
-        log.warning("version %s activated by force although it fails the gate (%s)",
-                    version, promotion.gate.get("failed"))
+        log.warning("version %s activated by force although it is not promotable (gate: %s; "
+                    "certificate: %s)", version, promotion.gate.get("failed"),
+                    promotion.proof["problem"])
     holder.refresh(force=True)
     served = holder.current()
     return {"active": version, "previous": previous,
             "model_version": served.version if served else None,
-            "forced": not promotion.passed, "gate": promotion.gate}
+            "forced": not promotion.passed, "certified": promotion.proof["certified"],
+            "certificate": {"certified": promotion.proof["certified"],
+                            "problem": promotion.proof["problem"],
+                            **(promotion.proof["summary"] or {})},
+            "gate": promotion.gate}

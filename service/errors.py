@@ -101,6 +101,12 @@ class GateFailed(Conflict):
     slug = "gate-failed"
 
 
+class NotCertified(Conflict):
+    """A version without a certificate that proves it exact may not go live unless forced."""
+
+    slug = "not-certified"
+
+
 class PayloadTooLarge(APIError):
     """The body or the batch exceeds a configured limit."""
 
