@@ -91,7 +91,8 @@ def test_a_bad_forwarded_allow_ips_names_the_variable(value: str) -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [
-    ("MAX_BITS", 1), ("MAX_BITS", 7), ("MAX_BITS", 20_000), ("FORWARDED_ALLOW_IPS", "x"), ("MAX_BODY", 0), ("MAX_BATCH", 0),
+    ("MAX_BITS", 1), ("MAX_BITS", 7), ("MAX_BITS", 20_000), ("FORWARDED_ALLOW_IPS", "x"),
+    ("MAX_BODY", 0), ("MAX_BATCH", 0),
     ("RELOAD_INTERVAL", -1), ("MAX_BATCH", True), ("MAX_BITS", "64"),
     ("MAX_WORK", 4096), ("JOB_HISTORY", 0), ("WORKERS", 0),
 ])
