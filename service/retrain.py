@@ -32,7 +32,7 @@ from service.jobs import (
     try_lock,
     utc_now,
 )
-from training.store import CurrentChanged, GateFailed, ModelStore
+from training.store import CurrentChanged, GateFailed, ModelStore, NotCertified
 from training.train import TrainConfig, make_config, train_and_save
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes
@@ -142,11 +142,16 @@ def run(job: Job, keep_models: int | None = None) -> tuple[str, dict[str, Any]]:
         return "rejected", {**done, "gate": exc.gate,
                             "error": f"version {version} was saved but not activated: "
                                      f"it fails the promotion gate ({exc.check})"}
+    except NotCertified as exc:
+        return "rejected", {**done, "certificate": record.get("certificate"),
+                            "error": f"version {version} was saved but not activated: "
+                                     f"it is not certified ({exc.reason})"}
     except CurrentChanged as exc:
         return "rejected", {**done, "error": f"version {version} was saved but not activated: "
                                              f"the active version changed to {exc.found} while "
                                              f"the job ran (it started from {started_from})"}
-    return "succeeded", {**done, "gate": promotion.gate}
+    return "succeeded", {**done, "gate": promotion.gate,
+                         "certificate": {"certified": True, **(promotion.proof["summary"] or {})}}
 
 
 def _parser() -> argparse.ArgumentParser:
