@@ -16,7 +16,6 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from training.certify.falsify import run_structured_pairs
 from training.predictor import Predictor
 
 EXHAUSTIVE_BITS = 8
@@ -124,6 +123,9 @@ def checks(max_bits: int, seed: int = 0) -> Iterable[tuple[str, list[Pair]]]:
     for width in LONG_WIDTHS:
         if width <= max_bits:
             yield f"random_{width}bit", random_pairs(rng, width, LONG_PAIRS)
+    # the certifier's falsifier builds on this module's pairs, so it is imported here, not above
+    from training.certify.falsify import run_structured_pairs
+
     runs = np.random.default_rng([seed, 1])  # its own stream: the checks above stay as they were
     for width, count in RUN_STRUCTURED.items():
         if width <= max_bits:
