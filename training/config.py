@@ -88,12 +88,14 @@ FIELDS: dict[str, Field] = {
     "finetune_rounds": Field(int, 4, "most fine-tune rounds, each followed by the gate and the "
                              "certifier, until one certifies (0: certify the model as trained)",
                              0, 10),
-    "finetune_steps": Field(int, 300, "updates per fine-tune round, on long_bits pairs", 1, 20_000),
+    "finetune_steps": Field(int, 1_000, "updates per fine-tune round, on long_bits pairs", 1,
+                            20_000),
     "finetune_learning_rate": Field(float, 0.01, "Adam's step size in the fine-tune", 0.0, 10.0,
                                     exclusive_minimum=True),
     "saturation": Field(float, 0.05, "weight of mean h (1 - h) in the fine-tune's loss: units "
                         "near 0 or 1 make a model provable", 0.0, 10.0),
-    "certify_seconds": Field(float, 20.0, "most seconds one certification may search", 0.0,
+    "certify_seconds": Field(float, 16.0, "most seconds one certification may search (the last "
+                             "round's; each earlier round gets half the next one's)", 0.0,
                              MAX_JOB_SECONDS, exclusive_minimum=True),
     "deadline_seconds": Field(float, MAX_JOB_SECONDS, "wall-clock limit of the whole run: "
                               "training stops there, saved but not certified", 0.0, 86_400.0,
@@ -192,7 +194,9 @@ def work_parts(config: TrainConfig, max_bits: int = GATE_BITS) -> dict[str, floa
         # every check may run the exhaustive 8-bit check and the quick one; full gates back off
         "checks": checks * (check + quick) + max_gate_runs(checks) * gate,
         "finetune": rounds * config.finetune_steps * (config.long_bits or config.bits) * per_bit,
-        "certify": attempts * (gate + check + config.certify_seconds + VERIFY_SECONDS),
+        # the certifier's budgets double up to certify_seconds (train.certify_budget)
+        "certify": attempts * (gate + check + VERIFY_SECONDS)
+        + (config.certify_seconds * (2.0 - 2.0 ** (1 - attempts)) if attempts else 0.0),
         "finish": gate + 2 * check + FINISH_SECONDS,  # the record's gate and metrics, the save
     }
 
