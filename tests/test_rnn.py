@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def saturation_reference(params: rnn.Params, x: np.ndarray) -> float:
     return total / (x.shape[0] * x.shape[1] * size)
 
 
-def numeric_grads(params: rnn.Params, objective) -> rnn.Params:  # noqa: ANN001
+def numeric_grads(params: rnn.Params, objective: Callable[[], float]) -> rnn.Params:
     """Central differences of objective() in every parameter."""
     eps = 1e-5
     out: rnn.Params = {}
