@@ -1,26 +1,23 @@
-"""GET /v1/model, GET /v1/models and the admin POST /v1/models/<version>/activate."""
+"""GET /v1/model, GET /v1/models (paginated) and the admin POST /v1/models/<version>/activate."""
 
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from flask import Blueprint, Response, request
 
+from service import activation
 from service.auth import require_admin
-from service.errors import BadRequest, Conflict, GateFailed, NotFound
+from service.errors import BadRequest
 from service.inputs import read_json
-from service.jobs import storage_error
-from service.model import LoadedModel, ModelHolder, gate_summary
+from service.model import assess, serving_state
 from service.runtime import Runtime
-from training import store as model_store
-from training.store import ModelError, ModelStore, VersionNotFound
+from training.ids import is_version
+from training.store import ModelError, ModelStore
 
-SUMMARY_OMITS = frozenset({"history"})
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 JSON = "application/json"
-
-log = logging.getLogger("rnnadd.models")
 
 
 def _json(body: Any) -> Response:
@@ -28,10 +25,13 @@ def _json(body: Any) -> Response:
     return Response(json.dumps(body) + "\n", mimetype=JSON)
 
 
-def serving_state(holder: ModelHolder, model: LoadedModel, max_bits: int) -> dict[str, Any]:
-    """What an operator needs to trust the served version: its gate, forced, degraded."""
-    gate = gate_summary(model.record, max_bits)
-    return {"gate": gate, "forced": not gate["passed"], "degraded": holder.degraded}
+def _limit(raw: str | None) -> int:
+    """The ?limit= query parameter, bounded so one page stays cheap."""
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}.", field="limit")
+    return int(raw)
 
 
 def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blueprint:
@@ -50,6 +50,11 @@ def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blue
 
     @bp.get("/v1/models")
     def models() -> Response:
+        limit = _limit(request.args.get("limit"))
+        after = request.args.get("after")
+        if after is not None and not is_version(after):
+            raise BadRequest(f"after must be a version id (as next_after gives), got {after!r}.",
+                             field="after")
         body: dict[str, Any] = {"active": None}
         try:
             body["active"] = store.current()
@@ -59,13 +64,16 @@ def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blue
         served = holder.current()
         body["serving"] = served.version if served else None
         items = []
-        for record in store.versions():
-            item = {k: v for k, v in record.items() if k not in SUMMARY_OMITS}
+        page, next_after = store.page(limit, after)
+        for record in page:
+            item = dict(record)
             item["active"] = record.get("version") == body["active"]
             if "error" not in record:
-                item["gate"] = gate_summary(record, max_bits)
+                item["gate"] = assess(record, max_bits).gate
+                item["pinned"] = store.pinned(record["version"])
             items.append(item)
         body["models"] = items
+        body["next_after"] = next_after
         return _json(body)
 
     @bp.post("/v1/models/<version>/activate")
@@ -79,34 +87,7 @@ def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blue
         force = options.get("force", False)
         if type(force) is not bool:
             raise BadRequest("force must be true or false.", field="force")
-        if not model_store.is_version(version):
-            raise NotFound(f"{version!r} is not a version id.", field="version")
-        try:
-            previous = store.current()
-        except ModelError:
-            previous = None
-        try:
-            gate = store.activate(version, force=force, max_bits=max_bits)
-        except VersionNotFound as exc:
-            raise NotFound(f"No stored version {version}.", field="version") from exc
-        except model_store.GateFailed as exc:
-            raise GateFailed(
-                f"Version {version} fails the promotion gate ({exc.check}); send "
-                '{"force": true} to activate it anyway.',
-                field="version", extra={"check": exc.check, "gate": exc.gate},
-            ) from exc
-        except ModelError as exc:
-            raise Conflict(f"Version {version} cannot be activated, it fails validation: {exc}",
-                           field="version") from exc
-        except OSError as exc:
-            raise storage_error(exc, f"activate version {version}") from exc
-        if not gate.get("passed"):
-            log.warning("version %s activated by force although it fails the gate (%s)",
-                        version, gate.get("failed"))
-        holder.refresh(force=True)
-        served = holder.current()
-        return _json({"active": version, "previous": previous,
-                      "model_version": served.version if served else None,
-                      "forced": not gate.get("passed"), "gate": gate})
+        return _json(activation.activate(store, holder, version, force=force,
+                                         max_bits=max_bits))
 
     return bp

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +31,7 @@ from training.store import (
 )
 
 HIDDEN = 4
+ADDER = 16  # hidden units of adder_params (the bundled model)
 
 
 def make_params(seed: int = 0, hidden: int = HIDDEN, biases: bool = False) -> dict:
@@ -115,17 +119,17 @@ def test_record_accepts_numpy_scalars(store: ModelStore) -> None:
     assert record["training_seconds"] == 1.5
 
 
-def test_save_with_activate_points_current_at_it(store: ModelStore) -> None:
-    version = store.save(make_params(), make_fields(), activate=True)
+def test_save_with_activate_points_current_at_it(store: ModelStore, adder_params: dict) -> None:
+    version = store.save(adder_params, make_fields(ADDER), activate=True)
     assert store.current_file.read_text() == f"{version}\n"
     assert store.current() == version
     assert store.load_current().version == version
     assert leftovers(store.root) == []
 
 
-def test_activate_switches_only_to_a_valid_version(store: ModelStore) -> None:
-    first = store.save(make_params(1), make_fields(), activate=True)
-    second = store.save(make_params(2), make_fields())
+def test_activate_switches_only_to_a_valid_version(store: ModelStore, adder_params: dict) -> None:
+    first = store.save(adder_params, make_fields(ADDER), activate=True)
+    second = store.save(adder_params, make_fields(ADDER))
     store.activate(second)
     assert store.current() == second
     store.activate(first)
@@ -149,8 +153,8 @@ def test_bad_extra_file_names_are_refused(store: ModelStore, name: str) -> None:
     assert not store.root.exists() or list(store.root.iterdir()) == []
 
 
-def test_versions_are_sorted_and_skip_other_entries(store: ModelStore) -> None:
-    saved = [store.save(make_params(seed), make_fields()) for seed in range(4)]
+def test_versions_are_sorted_and_skip_other_entries(store: ModelStore, adder_params: dict) -> None:
+    saved = [store.save(adder_params, make_fields(ADDER)) for _ in range(4)]
     (store.root / "jobs").mkdir()
     (store.root / "jobs" / "abc.json").write_text("{}")
     (store.root / ".tmp-deadbeef").mkdir()
@@ -204,9 +208,9 @@ def test_load_current_without_current(store: ModelStore) -> None:
         store.load_current()
 
 
-def test_current_is_replaced_atomically(store: ModelStore, monkeypatch) -> None:
-    first = store.save(make_params(1), make_fields(), activate=True)
-    second = store.save(make_params(2), make_fields())
+def test_current_is_replaced_atomically(store: ModelStore, monkeypatch, adder_params) -> None:
+    first = store.save(adder_params, make_fields(ADDER), activate=True)
+    second = store.save(adder_params, make_fields(ADDER))
     seen = []
     real_replace = os.replace
 
@@ -230,8 +234,8 @@ def test_current_is_replaced_atomically(store: ModelStore, monkeypatch) -> None:
     assert leftovers(store.root) == []
 
 
-def test_written_files_honour_the_umask(store: ModelStore) -> None:
-    version = store.save(make_params(), make_fields(), activate=True)
+def test_written_files_honour_the_umask(store: ModelStore, adder_params: dict) -> None:
+    version = store.save(adder_params, make_fields(ADDER), activate=True)
     mask = current_umask()
     assert store.current_file.stat().st_mode & 0o777 == 0o666 & ~mask
     assert (store.root / version).stat().st_mode & 0o777 == 0o777 & ~mask
@@ -553,29 +557,48 @@ def failing_fields() -> dict:
     return make_fields(gate=gate)
 
 
-def test_activation_is_refused_when_the_gate_fails(store: ModelStore) -> None:
-    good = store.save(make_params(1), make_fields(), activate=True)
+def test_activation_is_refused_when_the_gate_fails(store: ModelStore, adder_params) -> None:
+    good = store.save(adder_params, make_fields(ADDER), activate=True)
     bad = store.save(make_params(2), failing_fields())
     with pytest.raises(GateFailed) as caught:
         store.activate(bad)
-    assert isinstance(caught.value, ModelError) and caught.value.check == "random_4096bit"
+    assert isinstance(caught.value, ModelError) and caught.value.check == "exhaustive_8bit"
     assert caught.value.gate["passed"] is False and str(store.root) not in str(caught.value)
     assert store.current() == good and store.last_good() == good
-    gate = store.activate(bad, force=True)
-    assert gate["passed"] is False
+    promotion = store.activate(bad, force=True)
+    assert promotion.passed is False and promotion.gate["passed"] is False
     assert store.current() == bad and store.last_good() == good  # forced is never last good
 
 
-def test_gate_is_run_when_the_record_does_not_cover_max_bits(store: ModelStore) -> None:
-    fields = make_fields(gate={"passed": True, "max_bits": 64, "seconds": 0.1, "failed": None,
-                               "checks": []})
-    version = store.save(make_params(), fields)  # random weights: they cannot add
-    assert store.gate(version, 64)["passed"] is True  # the recorded result covers 64
-    fresh = store.gate(version, 128)
-    assert fresh["passed"] is False and fresh["max_bits"] == 128
-    assert store.record(version)["gate"]["max_bits"] == 64  # versions are immutable
-    with pytest.raises(GateFailed):
-        store.activate(version, max_bits=128)
+def test_activation_runs_the_gate_on_the_weights_not_the_record(store: ModelStore) -> None:
+    """A record claiming a pass (copied from a good version) does not make weights add."""
+    version = store.save(make_params(), make_fields())  # random weights, a recorded pass
+    assert store.record(version)["gate"]["passed"] is True
+    with pytest.raises(GateFailed) as caught:
+        store.activate(version)
+    assert caught.value.check == "exhaustive_8bit"
+    assert store.current() is None and store.last_good() is None
+    fresh = store.promotion(version, 128)
+    assert fresh.passed is False and fresh.gate["max_bits"] == 128
+    assert store.record(version)["gate"]["max_bits"] == 4096  # versions are immutable
+
+
+def test_activation_is_a_compare_and_set_on_current(store: ModelStore, adder_params) -> None:
+    first = store.save(adder_params, make_fields(ADDER), activate=True)
+    second = store.save(adder_params, make_fields(ADDER))
+    third = store.save(adder_params, make_fields(ADDER))
+    store.activate(second)  # a rollback or another job, after a job started from `first`
+    with pytest.raises(store_module.CurrentChanged) as caught:
+        store.activate(third, expect_current=first)
+    assert caught.value.found == second and store.current() == second
+    store.activate(third, expect_current=second)
+    assert store.current() == third
+    empty = ModelStore(store.root.parent / "empty")
+    version = empty.save(adder_params, make_fields(ADDER))
+    with pytest.raises(store_module.CurrentChanged):
+        empty.activate(version, expect_current=first)
+    empty.activate(version, expect_current=None)  # None: there must be no CURRENT yet
+    assert empty.current() == version
 
 
 def test_save_runs_and_records_the_gate(store: ModelStore) -> None:
@@ -588,8 +611,9 @@ def test_save_runs_and_records_the_gate(store: ModelStore) -> None:
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
-def test_write_errors_propagate_and_leave_nothing(store: ModelStore, monkeypatch, code) -> None:
-    first = store.save(make_params(1), make_fields(), activate=True)
+def test_write_errors_propagate_and_leave_nothing(store: ModelStore, monkeypatch, code,
+                                                 adder_params: dict) -> None:
+    first = store.save(adder_params, make_fields(ADDER), activate=True)
 
     def failing(path, data):
         raise OSError(code, os.strerror(code))
@@ -604,3 +628,175 @@ def test_write_errors_propagate_and_leave_nothing(store: ModelStore, monkeypatch
         store.activate(first)
     assert second == [first] and store.current() == first
     assert leftovers(store.root) == []
+
+
+# --- reads that cannot block -----------------------------------------------------------------
+
+def in_thread(call: Callable[[], object], timeout: float = 5.0) -> object:
+    """Run call in a daemon thread; fail (rather than hang the suite) if it blocks."""
+    result: list[object] = []
+
+    def target() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # returned for the test to look at
+            result.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{call} blocked for more than {timeout} s"
+    return result[0]
+
+
+def release_fifo(path: Path) -> None:
+    """Unblock anyone stuck reading a FIFO (the code before this fix would be): open, close."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("name", [RECORD, WEIGHTS])
+def test_a_fifo_in_a_version_is_an_error_at_once(store: ModelStore, name: str) -> None:
+    version = store.save(make_params(), make_fields())
+    path = store.root / version / name
+    path.unlink()
+    os.mkfifo(path)
+    try:
+        listed = in_thread(store.versions) if name == RECORD else None
+        loaded = in_thread(lambda: store.load(version))
+    finally:
+        release_fifo(path)
+    assert isinstance(loaded, ModelError) and "not a regular file (a FIFO)" in str(loaded)
+    if listed is not None:
+        assert "a FIFO" in listed[0]["error"]
+
+
+@pytest.mark.parametrize("pointer", ["CURRENT", "LAST_GOOD"])
+def test_a_fifo_at_current_or_last_good_is_an_error_at_once(store: ModelStore,
+                                                            pointer: str) -> None:
+    store.root.mkdir()
+    os.mkfifo(store.root / pointer)
+    try:
+        result = in_thread(store.current if pointer == "CURRENT" else store.last_good)
+    finally:
+        release_fifo(store.root / pointer)
+    assert isinstance(result, ModelError) and "a FIFO" in str(result)
+
+
+def test_a_symlinked_record_is_refused(store: ModelStore, tmp_path: Path) -> None:
+    version = store.save(make_params(), make_fields())
+    outside = tmp_path / "elsewhere.json"
+    (store.root / version / RECORD).rename(outside)
+    (store.root / version / RECORD).symlink_to(outside)
+    with pytest.raises(ModelError, match="symbolic link"):
+        store.record(version)
+
+
+# --- pruning, pins, pages --------------------------------------------------------------------
+
+def saved(store: ModelStore, count: int) -> list[str]:
+    """Versions saved one after another (oldest first)."""
+    return [store.save(make_params(i), make_fields()) for i in range(count)]
+
+
+def test_prune_keeps_the_newest_current_last_good_and_pinned(store: ModelStore) -> None:
+    versions = saved(store, 8)
+    (store.root / "LAST_GOOD").write_text(versions[1] + "\n")
+    (store.root / "CURRENT").write_text(versions[2] + "\n")
+    (store.root / versions[3] / store_module.PINNED).touch()
+    removed = store.prune(3)
+    assert removed == [versions[0], versions[4]]
+    assert store.version_ids() == [versions[1], versions[2], versions[3], *versions[5:]]
+    assert [n for n in os.listdir(store.root) if n.startswith((".trash", ".tmp"))] == []
+
+
+def test_a_store_with_history_prunes_after_every_save(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models", history=2)
+    versions = saved(store, 5)
+    assert store.version_ids() == versions[-2:]
+
+
+def test_a_version_being_read_is_renamed_away_and_deleted_once_released(
+    store: ModelStore,
+) -> None:
+    versions = saved(store, 3)
+    with store._reading(store.root / versions[0]):  # a worker loading this version right now
+        assert store.prune(1) == versions[:2]
+        trash = [n for n in os.listdir(store.root) if n.startswith(store_module.TRASH_PREFIX)]
+        assert len(trash) == 1 and versions[0] in trash[0], "held: renamed, not deleted"
+        with pytest.raises(VersionNotFound):
+            store.load(versions[0])  # new readers no longer find it
+    store.clean_stale()
+    assert [n for n in os.listdir(store.root) if n.startswith(".trash")] == []
+
+
+def test_activation_of_a_pruned_version_is_not_found(store: ModelStore, monkeypatch) -> None:
+    versions = saved(store, 3)
+    real = ModelStore.promotion
+
+    def prune_meanwhile(self: ModelStore, version: str, max_bits: int) -> object:
+        result = real(self, version, max_bits)
+        self.prune(1)  # another process prunes while the gate runs
+        return result
+
+    monkeypatch.setattr(ModelStore, "promotion", prune_meanwhile)
+    with pytest.raises(VersionNotFound):
+        store.activate(versions[0], force=True)
+    assert store.current() is None
+
+
+def test_pages_cover_every_version_in_order(store: ModelStore) -> None:
+    versions = saved(store, 7)  # several in one second: ordered by created_at
+    seen, after = [], None
+    while True:
+        page, after = store.page(3, after)
+        seen += [item["version"] for item in page]
+        assert all("history" not in item for item in page)
+        if after is None:
+            break
+    assert seen == versions
+
+
+def test_listings_read_each_record_once(store: ModelStore, monkeypatch) -> None:
+    saved(store, 5)
+    reads: list[str] = []
+    real = ModelStore.record
+    monkeypatch.setattr(ModelStore, "record",
+                        lambda self, v: reads.append(v) or real(self, v))
+    store.page(100)
+    first = len(reads)
+    assert first == 5
+    store.page(100)
+    store.version_ids()
+    assert len(reads) == first, "versions never change: the second listing reads no record"
+
+
+# --- leftovers of crashed writers ------------------------------------------------------------
+
+def age(path: Path, seconds: float = 3600) -> None:
+    """Make a file look as old as a crash an hour ago."""
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_stale_temporary_files_are_removed_but_not_live_ones(store: ModelStore) -> None:
+    version = store.save(make_params(), make_fields())
+    stale_file = store.root / ".tmp-CURRENT-0123456789abcdef"  # kill -9 inside atomic_write
+    stale_file.write_text(version)
+    stale_dir = store.root / ".tmp-0123456789abcdef"  # kill -9 inside save
+    stale_dir.mkdir()
+    (stale_dir / WEIGHTS).write_bytes(b"half")
+    fresh = store.root / ".tmp-LAST_GOOD-fedcba9876543210"  # being written right now
+    fresh.write_text(version)
+    written = store.root / ".tmp-LAST_GOOD-00000000deadbeef"  # old, but a writer holds it
+    written.write_text(version)
+    for path in (stale_file, stale_dir, written):
+        age(path)
+    holder = os.open(written, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        removed = store.clean_stale()
+    finally:
+        os.close(holder)
+    assert sorted(removed) == sorted([stale_file.name, stale_dir.name])
+    assert fresh.exists() and written.exists() and (store.root / version).is_dir()

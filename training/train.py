@@ -37,7 +37,7 @@ from training.config import (
 from training.evaluate import evaluate, exhaustive_accuracy
 from training.gate import quick_check, run_gate
 from training.predictor import Predictor
-from training.store import RECORD, GateFailed, ModelError, ModelStore
+from training.store import RECORD, GateFailed, ModelStore, NotPromotable, Promotion
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"  # what the image ships
 
@@ -55,13 +55,14 @@ LONG_LEARNING_RATE_SCALE = 0.3
 CERTIFICATE = "certificate.npz"  # a certified version's proof, beside its weights
 
 
-class NotCertified(ModelError):
+class NotCertified(NotPromotable):
     """A saved version was not proven exact at every width, so it may not go live."""
 
-    def __init__(self, path: str | Path, summary: dict, root: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path, promotion: Promotion, summary: dict,
+                 root: str | Path | None = None) -> None:
         self.summary = summary
-        super().__init__(path, f"is not certified: {summary.get('reason') or summary['status']}",
-                         root)
+        problem = f"is not certified: {summary.get('reason') or summary['status']}"
+        super().__init__(path, promotion, problem, root)
 
 
 @dataclass
@@ -457,11 +458,11 @@ def train_and_save(
         extra["training_curve.png"] = png
     version = store.save(result.params, record, extra_files=extra, max_bits=max_bits)
     if activate:
-        path = store.root / version / RECORD
+        path, promotion = store.root / version / RECORD, Promotion(version, gate)
         if not gate["passed"]:
-            raise GateFailed(path, gate, store.root)
+            raise GateFailed(path, promotion, store.root)
         if not result.certified:
-            raise NotCertified(path, summary, store.root)
+            raise NotCertified(path, promotion, summary, store.root)
         store.activate(version, max_bits=max_bits)
     return version, store.record(version)
 

@@ -79,7 +79,8 @@ class Outcome:
 
 
 def grow_trees(model: Folded, classes: Classes, regions: Regions, roots: tuple, states: np.ndarray,
-               max_depth: int, max_nodes: int) -> tuple[list, list[str | None]]:
+               max_depth: int, max_nodes: int, deadline: float = float("inf")
+               ) -> tuple[list, list[str | None]]:
     """Greedy landing trees from the given roots; per tree its flags, or None and why not."""
     q, m, r = regions
     count = len(states)
@@ -93,6 +94,10 @@ def grow_trees(model: Folded, classes: Classes, regions: Regions, roots: tuple, 
     depth = 0
     while len(x):
         depth += 1
+        if time.perf_counter() > deadline:
+            for t in np.flatnonzero(alive):
+                alive[t], why[t] = False, "time limit reached"
+            break
         (x, g, e), state, _, margins = expand(model, classes, (x, g, e), state)
         owner = np.repeat(owner, 4)
         bad = margins <= LOGIT_MARGIN
@@ -127,13 +132,13 @@ def grow_trees(model: Folded, classes: Classes, regions: Regions, roots: tuple, 
 
 def search(model: Folded, classes: Classes, regions: Regions, deadline: float, *,
            max_depth: int = 12, max_nodes: int = 4096, max_cells: int = 40_000,
-           group: int = 256) -> Outcome:
+           group: int = 64) -> Outcome:
     """Find landing trees for the start state and every cell, splitting cells that fail."""
     q, m, r = regions
     r_inv, rho = inverse_frame(q)
     start = start_zonotope(model.size, model.size)
     flags, why = grow_trees(model, classes, regions, start, np.array([classes.root]),
-                            max_depth + classes.window, max_nodes * 16)
+                            max_depth + classes.window, max_nodes * 16, deadline)
     roots = [Cell(c, -r[c], r[c].copy()) for c in range(classes.count)]
     outcome = Outcome(flags[0], roots)
     if flags[0] is None:
@@ -151,8 +156,12 @@ def search(model: Folded, classes: Classes, regions: Regions, deadline: float, *
         low = np.array([c.low for c in batch])
         high = np.array([c.high for c in batch])
         zono = cell_zonotopes(m[owners], r_inv[owners], rho[owners], low, high)
-        found, why = grow_trees(model, classes, regions, zono, owners, max_depth, max_nodes)
+        found, why = grow_trees(model, classes, regions, zono, owners, max_depth, max_nodes,
+                                deadline)
         for cell, tree, reason in zip(batch, found, why, strict=True):
+            if reason == "time limit reached":
+                pending.append(cell)
+                continue
             if tree is not None:
                 cell.flags = tree
                 outcome.nodes += len(tree)

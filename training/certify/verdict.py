@@ -101,6 +101,9 @@ def certify(params: dict[str, np.ndarray], time_limit: float = 30.0, *, seed: in
     reasons = []
     for i, window in enumerate(WINDOWS):
         share = (deadline - time.perf_counter()) / (len(WINDOWS) - i)
+        if share <= 0:
+            reasons.append(f"window {window}: no time left")
+            continue
         classes = make_classes(window)
         regions = propose(model, classes, rng)
         outcome = search(model, classes, regions, time.perf_counter() + share)
