@@ -26,7 +26,7 @@ from training.certify.abstract import (
     step,
 )
 from training.certify.certificate import Certificate, CertificateInvalid, weights_digest
-from training.certify.classes import Classes, make_classes
+from training.certify.classes import Classes, make_classes, parse
 
 MAX_DEPTH = 64  # no tree may be deeper: bounds the work a hostile certificate can ask for
 GROUP_NODES = 16_384  # trees are walked in groups of about this many nodes
@@ -170,7 +170,10 @@ def verify(params: dict[str, np.ndarray], cert: Certificate) -> dict:
     if not model.served_error < model.allowance:
         raise CertificateInvalid(f"the served pass's rounding bound {model.served_error:.3g} "
                                  f"exceeds the allowance {model.allowance:.3g}")
-    classes = make_classes(cert.window)
+    try:
+        classes = make_classes(parse(cert.class_splits))
+    except ValueError as exc:
+        raise CertificateInvalid(f"the class trie is unusable ({exc})") from exc
     q, m, r = regions_of(cert)
     owners, lows, highs = cells_of(cert)
     r_inv, rho = inverse_frame(q)
@@ -181,6 +184,7 @@ def verify(params: dict[str, np.ndarray], cert: Certificate) -> dict:
     roots = tuple(np.concatenate([a, b]) for a, b in zip(start, cells, strict=True))
     states = np.concatenate([[classes.root], owners])
     walked = check_trees(model, classes, (q, m, r), (roots, states), cert)
-    return {"method": f"zonotope, window {cert.window}", "classes": classes.count,
+    return {"method": f"zonotope, classes {classes.depth.min()}-{classes.window} symbols deep",
+            "classes": classes.count,
             "cells": len(owners), **walked, "allowance": model.allowance,
             "seconds": round(time.perf_counter() - started, 4)}
