@@ -111,8 +111,10 @@ def certify(params: dict[str, np.ndarray], time_limit: float = 30.0, *, seed: in
             reasons.append(f"{name}: no time left")
             continue
         classes = refined_classes(samples, base, spread, MAX_CLASSES, deadline)
-        regions = propose(samples.states, sample_ids(classes, samples), classes.count)
-        outcome = search(model, classes, regions, time.perf_counter() + share)
+        ids = sample_ids(classes, samples)
+        regions = propose(samples.states, ids, classes.count)
+        outcome = search(model, classes, regions, (samples.states, ids),
+                         time.perf_counter() + share)
         name = f"{classes.count} classes {base}-{classes.window} deep"
         if outcome.reason:
             top = sorted(outcome.failures.items(), key=lambda kv: -kv[1])[:3]
