@@ -216,7 +216,9 @@ def test_cli_refuses_to_activate_a_model_that_fails_the_gate(
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
-        (["--certify-seconds", "0.001"], "not certified (unknown"),  # the search gets no time
+        # the search gets no time
+        (["--certify-seconds", "0.001", "--finetune-rounds", "1", "--finetune-steps", "10"],
+         "not certified (unknown"),
         (["--no-certify"], "certify false"),
         (["--deadline-seconds", "0.05", "--max-steps", "100000", "--no-early-stop"], "deadline"),
     ],
@@ -238,8 +240,8 @@ def test_cli_saves_an_uncertified_model_but_does_not_activate_it(
 def test_train_and_save_activates_only_a_certified_version(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     with pytest.raises(train_module.NotCertified) as info:
-        train_module.train_and_save(TrainConfig(seed=1, certify_seconds=0.001), store,
-                                    activate=True)
+        quick = TrainConfig(seed=1, certify_seconds=0.001, finetune_rounds=1, finetune_steps=10)
+        train_module.train_and_save(quick, store, activate=True)
     assert info.value.summary["status"] == "unknown" and store.current() is None
     assert len(store.versions()) == 1  # saved, inactive
     version, record = train_module.train_and_save(TrainConfig(seed=1), store, activate=True)
