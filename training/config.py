@@ -94,8 +94,8 @@ FIELDS: dict[str, Field] = {
                                     exclusive_minimum=True),
     "saturation": Field(float, 0.05, "weight of mean h (1 - h) in the fine-tune's loss: units "
                         "near 0 or 1 make a model provable", 0.0, 10.0),
-    "certify_seconds": Field(float, 16.0, "most seconds one certification may search (the last "
-                             "round's; each earlier round gets half the next one's)", 0.0,
+    "certify_seconds": Field(float, 10.0, "most seconds one certification may search (a "
+                             "quarter of it after the first of several fine-tune rounds)", 0.0,
                              MAX_JOB_SECONDS, exclusive_minimum=True),
     "deadline_seconds": Field(float, MAX_JOB_SECONDS, "wall-clock limit of the whole run: "
                               "training stops there, saved but not certified", 0.0, 86_400.0,
@@ -175,6 +175,20 @@ def max_gate_runs(checks: int) -> int:
     return (checks + 1).bit_length()
 
 
+def certify_budgets(config: TrainConfig) -> list[float]:
+    """The certifier's time limit after each round: a quarter of certify_seconds after the
+    first (a cheap try: one fine-tune is seldom enough), certify_seconds after the others.
+
+    A provable model is proved in a few seconds on a quiet core, a few times that on a busy
+    one. One attempt of certify_seconds when finetune_rounds is 0; none without certify.
+    """
+    if not config.certify:
+        return []
+    if config.finetune_rounds <= 1:
+        return [config.certify_seconds]
+    return [config.certify_seconds / 4] + [config.certify_seconds] * (config.finetune_rounds - 1)
+
+
 def work_parts(config: TrainConfig, max_bits: int = GATE_BITS) -> dict[str, float]:
     """Upper estimates, in seconds on one core, of each kind of work a run may do."""
     from training.gate import work_pair_bits  # the gate's size; config itself stays light
@@ -194,9 +208,7 @@ def work_parts(config: TrainConfig, max_bits: int = GATE_BITS) -> dict[str, floa
         # every check may run the exhaustive 8-bit check and the quick one; full gates back off
         "checks": checks * (check + quick) + max_gate_runs(checks) * gate,
         "finetune": rounds * config.finetune_steps * (config.long_bits or config.bits) * per_bit,
-        # the certifier's budgets double up to certify_seconds (train.certify_budget)
-        "certify": attempts * (gate + check + VERIFY_SECONDS)
-        + (config.certify_seconds * (2.0 - 2.0 ** (1 - attempts)) if attempts else 0.0),
+        "certify": attempts * (gate + check + VERIFY_SECONDS) + sum(certify_budgets(config)),
         "finish": gate + 2 * check + FINISH_SECONDS,  # the record's gate and metrics, the save
     }
 

@@ -28,6 +28,7 @@ from training.config import (
     PRESETS,
     ConfigError,
     TrainConfig,
+    certify_budgets,
     config_fields,
     config_from_request,
     make_config,
@@ -309,15 +310,6 @@ def _finetune(params: rnn.Params, config: TrainConfig, draw: Draw, clock: _Clock
     return made, running / max(made, 1)
 
 
-def certify_budget(config: TrainConfig, number: int) -> float:
-    """Seconds the certifier may search after round `number`: doubling up to certify_seconds.
-
-    Early rounds are the least saturated and the least likely to be provable, so they get the
-    least time; a provable model is proved well within the last round's budget.
-    """
-    return config.certify_seconds / 2.0 ** (max(config.finetune_rounds, 1) - number)
-
-
 def _certify_phase(result: TrainResult, config: TrainConfig, draw: Draw, max_bits: int,
                    clock: _Clock, on_progress: Progress | None) -> None:
     """Fine-tune rounds, each followed by the gate and the certifier, until one certifies.
@@ -348,7 +340,7 @@ def _certify_phase(result: TrainResult, config: TrainConfig, draw: Draw, max_bit
         if clock.left() <= 0:
             result.stopped = clock.stop_reason(step)
         elif gate is not None and gate["passed"]:
-            budget = certify_budget(config, number)
+            budget = certify_budgets(config)[number - 1]
             verdict = certify(current, time_limit=min(budget, clock.left()))
             result.certify_seconds += verdict.seconds
             entry.update(status=verdict.status, certify_seconds=round(verdict.seconds, 4))
