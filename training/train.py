@@ -339,9 +339,10 @@ def _certify_phase(result: TrainResult, config: TrainConfig, draw: Draw, max_bit
         entry["gate"] = gate is not None and gate["passed"]
         if clock.left() <= 0:
             result.stopped = clock.stop_reason(step)
-        elif gate is not None and gate["passed"]:
+        elif gate is not None and gate["passed"] and certify_budgets(config)[number - 1]:
             budget = certify_budgets(config)[number - 1]
-            verdict = certify(current, time_limit=min(budget, clock.left()))
+            # a new seed each round: the search's sampling differs, not only the weights
+            verdict = certify(current, time_limit=min(budget, clock.left()), seed=number)
             result.certify_seconds += verdict.seconds
             entry.update(status=verdict.status, certify_seconds=round(verdict.seconds, 4))
             if not config.finetune_rounds:
