@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -45,27 +46,81 @@ def per_pair_reference(params: rnn.Params, a: int, b: int, width: int) -> list[f
     return outputs
 
 
+def saturation_reference(params: rnn.Params, x: np.ndarray) -> float:
+    """mean h (1 - h) over every step, pair and unit, from a per-step loop of its own."""
+    size = params["w_h"].shape[0]
+    b_h = params.get("b_h", np.zeros(size))
+    h = np.zeros((x.shape[1], size))
+    total = 0.0
+    for t in range(x.shape[0]):
+        h = 1.0 / (1.0 + np.exp(-(h @ params["w_h"].T + x[t] @ params["w_i"].T + b_h)))
+        total += float(np.sum(h * (1.0 - h)))
+    return total / (x.shape[0] * x.shape[1] * size)
+
+
+def numeric_grads(params: rnn.Params, objective: Callable[[], float]) -> rnn.Params:
+    """Central differences of objective() in every parameter."""
+    eps = 1e-5
+    out: rnn.Params = {}
+    for name, value in params.items():
+        numeric = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            saved = value[index]
+            value[index] = saved + eps
+            up = objective()
+            value[index] = saved - eps
+            down = objective()
+            value[index] = saved
+            numeric[index] = (up - down) / (2 * eps)
+        out[name] = numeric
+    return out
+
+
+def assert_close_grads(numeric: rnn.Params, grads: rnn.Params) -> None:
+    """Every gradient within 1e-6 of the numeric one, relative to the larger of the two."""
+    assert set(grads) == set(numeric)
+    for name, expected in numeric.items():
+        scale = max(np.abs(expected).max(), np.abs(grads[name]).max(), 1e-12)
+        rel = np.abs(expected - grads[name]).max() / scale
+        assert rel < 1e-6, f"{name}: relative error {rel:.2e}"
+
+
 @pytest.mark.parametrize("biases", [False, True])
 @pytest.mark.parametrize(("hidden", "n", "width"), [(1, 1, 2), (3, 5, 8), (16, 7, 8), (8, 4, 17)])
 def test_bptt_matches_central_differences(hidden: int, n: int, width: int, biases: bool) -> None:
     params = random_params(hidden, seed=hidden * 31 + n, biases=biases)
     x, y = random_batch(n, width, seed=width)
     _, grads = rnn.loss_and_grads(params, x, y)
-    assert set(grads) == set(params)
-    eps = 1e-5
-    for name, value in params.items():
-        numeric = np.zeros_like(value)
-        for index in np.ndindex(value.shape):
-            saved = value[index]
-            value[index] = saved + eps
-            up = rnn.loss(rnn.forward(params, x)["p"], y)
-            value[index] = saved - eps
-            down = rnn.loss(rnn.forward(params, x)["p"], y)
-            value[index] = saved
-            numeric[index] = (up - down) / (2 * eps)
-        scale = max(np.abs(numeric).max(), np.abs(grads[name]).max(), 1e-12)
-        rel = np.abs(numeric - grads[name]).max() / scale
-        assert rel < 1e-6, f"{name}: relative error {rel:.2e}"
+    numeric = numeric_grads(params, lambda: rnn.loss(rnn.forward(params, x)["p"], y))
+    assert_close_grads(numeric, grads)
+
+
+@pytest.mark.parametrize("biases", [False, True])
+@pytest.mark.parametrize(("hidden", "n", "width"), [(1, 1, 2), (3, 5, 8), (8, 4, 17)])
+def test_saturation_term_gradient_matches_central_differences(
+    hidden: int, n: int, width: int, biases: bool
+) -> None:
+    """The penalty's value against its own loop, its gradient against finite differences."""
+    params = random_params(hidden, seed=hidden * 17 + n, biases=biases)
+    x, y = random_batch(n, width, seed=width + 1)
+    weight = 0.7  # large, so a missing or mis-scaled penalty gradient shows above the tolerance
+    value, grads = rnn.loss_and_grads(params, x, y, saturation=weight)
+    plain = rnn.loss(rnn.forward(params, x)["p"], y)
+    assert value == pytest.approx(plain + weight * saturation_reference(params, x), rel=1e-12)
+
+    def objective() -> float:
+        return rnn.loss(rnn.forward(params, x)["p"], y) + weight * saturation_reference(params, x)
+
+    assert_close_grads(numeric_grads(params, objective), grads)
+    # and the penalty's gradient alone, so that the loss's part cannot hide an error in it
+    _, plain_grads = rnn.loss_and_grads(params, x, y)
+    alone = {k: (grads[k] - plain_grads[k]) / weight for k in grads}
+    assert_close_grads(numeric_grads(params, lambda: saturation_reference(params, x)), alone)
+
+
+def test_saturation_needs_the_hidden_states() -> None:
+    with pytest.raises(ValueError, match="hidden states"):
+        rnn.loss(np.zeros((2, 1)), np.zeros((2, 1)), saturation=0.1)
 
 
 @pytest.mark.parametrize("biases", [False, True])

@@ -33,7 +33,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """Stored models: the active version and a second, inactive one, for versioned requests."""
     root = tmp_path_factory.mktemp("v2") / "models"
     active = seed_models(root)
-    other, _ = train_and_save(TrainConfig(seed=1, hidden_size=8), ModelStore(root),
+    other, _ = train_and_save(TrainConfig(seed=1, hidden_size=8, certify=False), ModelStore(root),
                                  activate=False)
     return root, active, other
 

@@ -9,10 +9,19 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_JOB_SECONDS = 600.0  # the longest a retrain job requested over HTTP may be estimated to take
+GATE_BITS = 4096  # the width a job's gate checks up to unless it is told otherwise
 # Seconds per update and trained bit: a fixed cost, plus a cost per pair x hidden unit x (hidden
 # units + 2); about 1.5-2x what `python -m benchmarks.training --work` fits, so an upper estimate.
 SECONDS_PER_STEP_BIT = 2.0e-5
 SECONDS_PER_UNIT = 1.2e-9
+# Seconds per pair and step of inference (the checks and the gate): fixed, plus per hidden unit
+# x (hidden units + 2); the same margin over what `--work` fits.
+SECONDS_PER_PAIR_BIT = 1.5e-7
+SECONDS_PER_PAIR_UNIT = 6.0e-10
+VERIFY_SECONDS = 2.0  # re-checking a certificate (the store does at activation), upper estimate
+FINISH_SECONDS = 5.0  # kept back from the deadline for evaluating and saving the result
+CHECK_PAIR_BITS = 16_384 * 8  # one exhaustive 8-bit check
+QUICK_PAIR_BITS = 150_000  # one quick check (gate.quick_check) at 4096 bits, rounded up
 
 
 class ConfigError(ValueError):
@@ -51,6 +60,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "long_bits": 0,
         "biases": False,
         "check_every": 100,
+        "certify": False,
+        "finetune_rounds": 0,
     },
 }
 
@@ -65,13 +76,30 @@ FIELDS: dict[str, Field] = {
     # 0.5 reached 100% at 8 bits in fewer updates than Adam's usual 0.9
     "beta1": Field(float, 0.5, "Adam's first-moment decay", 0.0, 1.0, exclusive_maximum=True),
     "batch_size": Field(int, 32, "pairs per update", 1, 4096),
-    "max_steps": Field(int, 20_000, "most updates before training stops", 1, 100_000),
+    "max_steps": Field(int, 5_000, "most updates before training stops", 1, 100_000),
     "bits": Field(int, 8, "width of the first phase, until every 8-bit sum is exact", 2, 64),
     "long_bits": Field(int, 32, "width of the second phase, until the promotion gate passes "
                        "(0: stop once every 8-bit sum is exact)", 0, 64),
     "biases": Field(bool, False, "train bias vectors too"),
     "check_every": Field(int, 10, "updates between accuracy checks", 1, 10_000),
     "early_stop": Field(bool, True, "stop as soon as the goal is reached, not at max_steps"),
+    "certify": Field(bool, True, "after the gate passes, fine-tune and prove the model exact at "
+                     "every width; only a certified model may go live"),
+    "finetune_rounds": Field(int, 6, "most fine-tune rounds, each followed by the gate and the "
+                             "certifier, until one certifies (0: certify the model as trained)",
+                             0, 10),
+    "finetune_steps": Field(int, 1_000, "updates per fine-tune round, on long_bits pairs", 1,
+                            20_000),
+    "finetune_learning_rate": Field(float, 0.01, "Adam's step size in the fine-tune", 0.0, 10.0,
+                                    exclusive_minimum=True),
+    "saturation": Field(float, 0.05, "weight of mean h (1 - h) in the fine-tune's loss: units "
+                        "near 0 or 1 make a model provable", 0.0, 10.0),
+    "certify_seconds": Field(float, 10.0, "most seconds one certification may search, after "
+                             "each fine-tune round but the first of several", 0.0,
+                             MAX_JOB_SECONDS, exclusive_minimum=True),
+    "deadline_seconds": Field(float, MAX_JOB_SECONDS, "wall-clock limit of the whole run: "
+                              "training stops there, saved but not certified", 0.0, 86_400.0,
+                              exclusive_minimum=True),
 }
 
 
@@ -92,6 +120,13 @@ class TrainConfig:
     biases: bool = FIELDS["biases"].default
     check_every: int = FIELDS["check_every"].default
     early_stop: bool = FIELDS["early_stop"].default
+    certify: bool = FIELDS["certify"].default
+    finetune_rounds: int = FIELDS["finetune_rounds"].default
+    finetune_steps: int = FIELDS["finetune_steps"].default
+    finetune_learning_rate: float = FIELDS["finetune_learning_rate"].default
+    saturation: float = FIELDS["saturation"].default
+    certify_seconds: float = FIELDS["certify_seconds"].default
+    deadline_seconds: float = FIELDS["deadline_seconds"].default
 
     def __post_init__(self) -> None:
         for name in FIELDS:
@@ -135,13 +170,63 @@ def check_value(name: str, value: object) -> Any:
     return spec.kind(value)
 
 
-def work_seconds_estimate(config: TrainConfig) -> float:
-    """Upper estimate of one run's training time on one core, from its size alone."""
+def max_gate_runs(checks: int) -> int:
+    """Most full gates in `checks` checks: after the k-th, the next waits 2^(k-1) checks."""
+    return (checks + 1).bit_length()
+
+
+def certify_budgets(config: TrainConfig) -> list[float]:
+    """The certifier's time limit after each fine-tune round; 0 means that round is only gated.
+
+    With several rounds, the first is only gated: on seeds 0-19 one fine-tune round never
+    sufficed, so certifying after it was time lost. Every later round gets certify_seconds.
+    One attempt when finetune_rounds is 0 or 1; none without certify.
+    """
+    if not config.certify:
+        return []
+    if config.finetune_rounds <= 1:
+        return [config.certify_seconds]
+    return [0.0] + [config.certify_seconds] * (config.finetune_rounds - 1)
+
+
+def work_parts(config: TrainConfig, max_bits: int = GATE_BITS) -> dict[str, float]:
+    """Upper estimates, in seconds on one core, of each kind of work a run may do."""
+    from training.gate import work_pair_bits  # the gate's size; config itself stays light
+
     width = max(config.bits, config.long_bits)
-    per_bit = SECONDS_PER_STEP_BIT + SECONDS_PER_UNIT * config.batch_size * config.hidden_size * (
-        config.hidden_size + 2
-    )
-    return config.max_steps * width * per_bit
+    units = config.hidden_size * (config.hidden_size + 2)
+    per_bit = SECONDS_PER_STEP_BIT + SECONDS_PER_UNIT * config.batch_size * units
+    per_pair_bit = SECONDS_PER_PAIR_BIT + SECONDS_PER_PAIR_UNIT * units
+    gate = work_pair_bits(max_bits) * per_pair_bit
+    check = CHECK_PAIR_BITS * per_pair_bit
+    quick = QUICK_PAIR_BITS * max(1.0, max_bits / GATE_BITS) * per_pair_bit
+    checks = config.max_steps // config.check_every + 1
+    rounds = config.finetune_rounds if config.certify else 0
+    attempts = max(rounds, 1) if config.certify else 0
+    return {
+        "updates": config.max_steps * width * per_bit,
+        # every check may run the exhaustive 8-bit check and the quick one; full gates back off
+        "checks": checks * (check + quick) + max_gate_runs(checks) * gate,
+        "finetune": rounds * config.finetune_steps * (config.long_bits or config.bits) * per_bit,
+        "certify": attempts * (gate + check) + sum(b + VERIFY_SECONDS
+                                                   for b in certify_budgets(config) if b),
+        "finish": gate + 2 * check + FINISH_SECONDS,  # the record's gate and metrics, the save
+    }
+
+
+# The settings behind each part of the estimate, the most telling first.
+PART_FIELDS = {
+    "updates": ("max_steps", "batch_size", "hidden_size", "long_bits", "bits"),
+    "checks": ("check_every", "max_steps", "hidden_size"),
+    "finetune": ("finetune_steps", "finetune_rounds", "batch_size", "hidden_size"),
+    "certify": ("certify_seconds", "finetune_rounds", "certify"),
+    "finish": ("hidden_size",),
+}
+
+
+def work_seconds_estimate(config: TrainConfig, max_bits: int = GATE_BITS) -> float:
+    """Upper estimate of one run's time on one core: updates, checks, gates, certification."""
+    return sum(work_parts(config, max_bits).values())
 
 
 def make_config(values: Mapping[str, object], *, bound_work: bool = True) -> TrainConfig:
@@ -152,14 +237,34 @@ def make_config(values: Mapping[str, object], *, bound_work: bool = True) -> Tra
     preset = check_value("preset", values.get("preset", "default"))
     config = TrainConfig(**{**PRESETS[preset], **values, "preset": preset})  # type: ignore[arg-type]
     if bound_work:
-        seconds = work_seconds_estimate(config)
-        if seconds > MAX_JOB_SECONDS:
-            raise ConfigError(
-                "max_steps",
-                f"this job would take about {seconds:,.0f} s, over the limit of "
-                f"{MAX_JOB_SECONDS:,.0f} s; lower max_steps, batch_size, hidden_size or bits",
-            )
+        bound_config_work(config, values)
     return config
+
+
+def bound_work_field(config: TrainConfig, values: Mapping[str, object]) -> str:
+    """The field a refusal names: behind the largest part of the estimate, one given if any."""
+    parts = work_parts(config)
+    fields = PART_FIELDS[max(parts, key=parts.__getitem__)]
+    return next((f for f in fields if f in values), fields[0])
+
+
+def bound_config_work(config: TrainConfig, values: Mapping[str, object]) -> None:
+    """Refuse a job estimated to take longer than MAX_JOB_SECONDS, or allowed to run longer."""
+    if config.deadline_seconds > MAX_JOB_SECONDS:
+        raise ConfigError(
+            "deadline_seconds",
+            f"deadline_seconds must be at most {MAX_JOB_SECONDS:g} for a job, "
+            f"got {config.deadline_seconds:g}",
+        )
+    seconds = work_seconds_estimate(config)
+    if seconds > MAX_JOB_SECONDS:
+        field = bound_work_field(config, values)
+        raise ConfigError(
+            field,
+            f"this job could take about {seconds:,.1f} s (its updates, and every check, gate, "
+            f"fine-tune and certification it may run), over the limit of "
+            f"{MAX_JOB_SECONDS:,.0f} s; change {field}",
+        )
 
 
 def config_from_request(body: Mapping[str, object]) -> TrainConfig:
@@ -192,7 +297,9 @@ def request_schema() -> dict:
         "additionalProperties": False,
         "properties": properties,
         "description": "Training settings; a preset fills in what is not given. A job estimated "
-        f"to take over {MAX_JOB_SECONDS:g} s on one core is refused.",
+        f"to take over {MAX_JOB_SECONDS:g} s on one core (its updates and every check, gate, "
+        "fine-tune and certification it may run), or given a deadline_seconds over "
+        f"{MAX_JOB_SECONDS:g}, is refused.",
     }
 
 

@@ -3,6 +3,10 @@
 The model is causal: output bit t depends on input bits 0..t only. So the answer at a served
 width w is the low w bits of a longer run over the same (zero-padded) inputs, and pairs of many
 widths are checked in one run; and all pairs a, b < 128 at 8 bits also cover every width below 8.
+
+The gate is the fast falsifier: sampled checks that find most wrong models in a fraction of a
+second. Passing it proves nothing about the widths and inputs it did not try; the certifier
+(training/certify) does, and runs after it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ RANDOM_64_PAIRS = 10_000
 LONG_WIDTHS = (256, 1024, 4096)
 LONG_PAIRS = 100
 DENSE_WIDTHS = range(9, 81)
+# A short periodic word with long runs written over it: inputs whose states drift slowly, where
+# uniform pairs and carry chains miss wrong sums. Width -> pairs (widths above max_bits skipped).
+RUN_STRUCTURED = {64: 8_000, 512: 200, 4096: 20}
 
 Pair = tuple[int, int, int]  # a, b, served width
 
@@ -116,6 +123,23 @@ def checks(max_bits: int, seed: int = 0) -> Iterable[tuple[str, list[Pair]]]:
     for width in LONG_WIDTHS:
         if width <= max_bits:
             yield f"random_{width}bit", random_pairs(rng, width, LONG_PAIRS)
+    # the certifier's falsifier builds on this module's pairs, so it is imported here, not above
+    from training.certify.falsify import run_structured_pairs
+
+    runs = np.random.default_rng([seed, 1])  # its own stream: the checks above stay as they were
+    for width, count in RUN_STRUCTURED.items():
+        if width <= max_bits:
+            yield f"run_structured_{width}bit", run_structured_pairs(runs, width, count)
+
+
+def work_pair_bits(max_bits: int) -> int:
+    """Pairs x steps the predictor runs for one gate at max_bits: what its time scales with."""
+    half = 1 << (EXHAUSTIVE_BITS - 1)
+    total = half * half * EXHAUSTIVE_BITS
+    total += sum(len(stress_pairs(w)) * _run_bits(w, max_bits) for w in stress_widths(max_bits))
+    total += RANDOM_64_PAIRS * min(64, max_bits)
+    total += sum(LONG_PAIRS * w for w in LONG_WIDTHS if w <= max_bits)
+    return total + sum(n * w for w, n in RUN_STRUCTURED.items() if w <= max_bits)
 
 
 def run_gate(predictor: Predictor, max_bits: int, seed: int = 0) -> dict:

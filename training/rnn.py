@@ -4,6 +4,9 @@ Column-vector notation, least significant bit first, x_t = [bit t of a, bit t of
     z_t = w_h h_{t-1} + w_i x_t + b_h,   h_t = sigmoid(z_t),   h_0 = 0
     o_t = w_o h_t + b_o,                 p_t = sigmoid(o_t),   predicted bit t = p_t > 0.5
     loss = 1/2 sum_t (p_t - y_t)^2, averaged over the pairs of a batch
+         + saturation x mean over steps, pairs and units of h_t (1 - h_t)
+The saturation term (0 unless asked) pushes hidden units towards 0 or 1, so states contract
+and the output's margin grows: what makes a model provable at every width (training/certify).
 Arrays are batched as [time, pair, unit]. Hyperparameters are arguments; nothing here does I/O.
 """
 
@@ -63,12 +66,19 @@ def forward(params: Params, x: np.ndarray) -> Cache:
     return {"x": x, "h": h, "p": p}
 
 
-def loss(p: np.ndarray, y: np.ndarray) -> float:
-    """1/2 (p - y)^2 summed over bits, averaged over pairs (the original's loss when N = 1)."""
-    return float(0.5 * np.sum((p - y) ** 2) / p.shape[1])
+def loss(p: np.ndarray, y: np.ndarray, h: np.ndarray | None = None,
+         saturation: float = 0.0) -> float:
+    """1/2 (p - y)^2 summed over bits, averaged over pairs (the original's loss when N = 1);
+    plus saturation x the mean of h (1 - h) over h [T+1, N, H]'s steps 1..T when asked."""
+    value = 0.5 * np.sum((p - y) ** 2) / p.shape[1]
+    if saturation:
+        if h is None:
+            raise ValueError("a saturation term needs the hidden states h")
+        value += saturation * np.mean(h[1:] * (1.0 - h[1:]))
+    return float(value)
 
 
-def backward(params: Params, cache: Cache, y: np.ndarray) -> Params:
+def backward(params: Params, cache: Cache, y: np.ndarray, saturation: float = 0.0) -> Params:
     """Exact gradients of loss(), each step beside the forward quantity it differentiates."""
     x, h, p = cache["x"], cache["h"], cache["p"]
     steps, n = p.shape
@@ -84,6 +94,9 @@ def backward(params: Params, cache: Cache, y: np.ndarray) -> Params:
     if "b_o" in params:
         grads["b_o"] = np.array([d_o.sum()])
     d_h = d_o[:, :, None] * w_o[0]  # only the output path so far; the recurrence adds below
+    if saturation:
+        # + saturation x mean h_t (1 - h_t): d/dh_t = saturation (1 - 2 h_t) / (T N H)
+        d_h += (saturation / (steps * n * size)) * (1.0 - 2.0 * h[1:])
     # h_t = sigmoid(z_t), z_t = w_h h_{t-1} + ...: h_{t-1} also feeds z_t, so walk back in time
     d_sigmoid = h[1:] * (1.0 - h[1:])
     d_z = np.empty_like(d_h)
@@ -100,10 +113,13 @@ def backward(params: Params, cache: Cache, y: np.ndarray) -> Params:
     return grads
 
 
-def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
+def loss_and_grads(
+    params: Params, x: np.ndarray, y: np.ndarray, saturation: float = 0.0
+) -> tuple[float, Params]:
     """One forward and backward pass: the unit an optimizer consumes."""
     cache = forward(params, x)
-    return loss(cache["p"], y), backward(params, cache, y)
+    value = loss(cache["p"], y, cache["h"], saturation)
+    return value, backward(params, cache, y, saturation)
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""Train the adder, gate it and store it as a new model version: `python -m training.train`.
+"""Train the adder, gate it, certify it and store it as a new version: `python -m training.train`.
 
-The default trainer has two phases: Adam on random 8-bit pairs until all 16,384 sums are exact,
-then on longer pairs, many with long carry chains, until the promotion gate passes at max_bits;
-what 8 bits teach does not always carry over to thousands of bits.
+The default trainer has three phases: Adam on random 8-bit pairs until all 16,384 sums are exact;
+then on longer pairs, many with long carry chains, until the promotion gate passes at max_bits
+(what 8 bits teach does not always carry over to thousands of bits); then fine-tune rounds that
+push hidden units towards 0 or 1, each followed by the gate and the certifier, until the
+certifier proves the model exact at every width. Only a certified model may go live.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from training import rnn
+from training.certify import Verdict, certify
 from training.config import (
     FIELDS,
+    FINISH_SECONDS,
     PRESETS,
     ConfigError,
     TrainConfig,
+    certify_budgets,
     config_fields,
     config_from_request,
     make_config,
@@ -32,13 +38,14 @@ from training.config import (
 from training.evaluate import evaluate, exhaustive_accuracy
 from training.gate import quick_check, run_gate
 from training.predictor import Predictor
-from training.store import GateFailed, ModelStore
+from training.store import RECORD, GateFailed, ModelStore, NotPromotable, Promotion
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"  # what the image ships
 
 __all__ = [
-    "FIELDS", "PRESETS", "ConfigError", "TrainConfig", "TrainResult", "config_from_request",
-    "main", "make_config", "request_schema", "train", "train_and_save", "work_seconds_estimate",
+    "FIELDS", "PRESETS", "ConfigError", "NotCertified", "TrainConfig", "TrainResult",
+    "config_from_request", "main", "make_config", "request_schema", "train", "train_and_save",
+    "work_seconds_estimate",
 ]
 
 Progress = Callable[[int, int, float, float], None]  # step, max_steps, loss, accuracy
@@ -46,11 +53,22 @@ Draw = Callable[[int], tuple[np.ndarray, np.ndarray]]  # width -> operands a, b
 DEFAULT_MAX_BITS = 4096
 # Long pairs give larger gradients; at the full rate 2 of seeds 0-19 unlearnt 8 bits for good.
 LONG_LEARNING_RATE_SCALE = 0.3
+CERTIFICATE = "certificate.npz"  # a certified version's proof, beside its weights
+
+
+class NotCertified(NotPromotable):
+    """A saved version was not proven exact at every width, so it may not go live."""
+
+    def __init__(self, path: str | Path, promotion: Promotion, summary: dict,
+                 root: str | Path | None = None) -> None:
+        self.summary = summary
+        problem = f"is not certified: {summary.get('reason') or summary['status']}"
+        super().__init__(path, promotion, problem, root)
 
 
 @dataclass
 class TrainResult:
-    """What a run produced: parameters, how long it took, how the error fell, the gate."""
+    """What a run produced: parameters, how long it took, how the error fell, gate, proof."""
 
     params: rnn.Params
     steps: int
@@ -60,6 +78,55 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     gate: dict | None = None
     gate_seconds: float = 0.0  # spent checking against the gate (quick and full), in seconds
+    verdict: Verdict | None = None  # the certifier's verdict on params (None: it did not run)
+    certify_seconds: float = 0.0  # spent in the certifier's search, every round
+    finetune: list[dict] = field(default_factory=list)  # per round: steps, gate, verdict
+    stopped: str | None = None  # why the run ended before its goal (the deadline), if it did
+
+    @property
+    def certified(self) -> bool:
+        """Whether the certifier proved params exact at every width."""
+        return self.verdict is not None and self.verdict.status == "certified"
+
+    def certificate_summary(self) -> dict[str, Any]:
+        """What the record keeps of the proof: status, method, classes, seconds, why not."""
+        if self.verdict is None:
+            if self.stopped:
+                reason = self.stopped
+            elif self.gate is not None and not self.gate["passed"]:
+                reason = f"the gate failed at {self.gate['failed']}, so the certifier did not run"
+            elif self.finetune:
+                reason = f"no fine-tune round certified ({self._rounds_text()})"
+            else:
+                reason = "certification is off for this config (certify false)"
+            return {"status": "unknown", "certified": False, "reason": reason,
+                    "rounds": self.finetune}
+        summary = {**self.verdict.summary, "status": self.verdict.status,
+                   "certified": self.certified, "seconds": round(self.verdict.seconds, 4)}
+        if not self.certified:
+            summary["reason"] = self.stopped or self.verdict.reason
+        if self.verdict.counterexample is not None:
+            summary["counterexample"] = _jsonable(self.verdict.counterexample)
+        summary["rounds"] = self.finetune
+        return summary
+
+    def _rounds_text(self) -> str:
+        """Each round's outcome, for a message."""
+        return ", ".join(e["status"] or ("gate passed" if e["gate"] else "gate failed")
+                         for e in self.finetune)
+
+
+def _jsonable(value: object) -> object:
+    """Big ints as decimal strings (as the gate stores them), containers walked."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, float | str):
+        return value
+    if isinstance(value, int | np.integer):
+        return int(value) if abs(int(value)) < 2**53 else str(int(value))
+    return str(value)
 
 
 def sources(config: TrainConfig) -> tuple[rnn.Params, Draw]:
@@ -100,29 +167,67 @@ def sources(config: TrainConfig) -> tuple[rnn.Params, Draw]:
     return params, draw
 
 
+def _flat_params(params: rnn.Params) -> tuple[rnn.Params, np.ndarray, list[str]]:
+    """Views of one flat vector behind every parameter, so an optimizer step is one update."""
+    names = list(params)
+    flat = np.concatenate([params[k].ravel() for k in names])
+    offsets = np.cumsum([0] + [params[k].size for k in names])
+    views = {k: flat[offsets[i] : offsets[i + 1]].reshape(params[k].shape)
+             for i, k in enumerate(names)}
+    return views, flat, names
+
+
+class _Clock:
+    """The run's wall-clock deadline; says why it stopped once it has passed."""
+
+    def __init__(self, config: TrainConfig, deadline: float | None) -> None:
+        self.started = time.perf_counter()
+        self.limit = config.deadline_seconds
+        self.deadline = self.started + self.limit if deadline is None else deadline
+
+    def left(self) -> float:
+        """Seconds until the deadline (negative once past)."""
+        return self.deadline - time.perf_counter()
+
+    def stop_reason(self, step: int) -> str:
+        """The message of a run cut short."""
+        return (f"stopped at the deadline ({self.limit:g} s) after {step} updates, "
+                f"{time.perf_counter() - self.started:.1f} s")
+
+
 def train(
-    config: TrainConfig, on_progress: Progress | None = None, *, max_bits: int = DEFAULT_MAX_BITS
+    config: TrainConfig,
+    on_progress: Progress | None = None,
+    *,
+    max_bits: int = DEFAULT_MAX_BITS,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Minimise the loss on random pairs until the goal of the config is reached.
 
     Every check_every updates a check runs. The exhaustive 8-bit check runs only once the batch
-    is all exact (until then the whole set cannot be); the gate only once a quick subset passes.
+    is all exact (until then the whole set cannot be); the gate only once a quick subset passes,
+    and after each full gate the next waits twice as many checks as the last wait (so a run
+    gates at most config.max_gate_runs(checks) times). With config.certify, fine-tune rounds
+    and the certifier follow. Nothing runs past `deadline` (time.perf_counter() seconds; by
+    default config.deadline_seconds from now) but the one gate or certification under way,
+    and that certification is itself given only the time left.
     """
+    clock = _Clock(config, deadline)
     params, draw = sources(config)
-    # One flat vector behind every parameter, so an optimizer step is a few array operations.
-    names = list(params)
-    flat = np.concatenate([params[k].ravel() for k in names])
-    offsets = np.cumsum([0] + [params[k].size for k in names])
-    params = {k: flat[offsets[i] : offsets[i + 1]].reshape(params[k].shape)
-              for i, k in enumerate(names)}
+    params, flat, names = _flat_params(params)
     optimizer = rnn.optimizer(config.optimizer, config.learning_rate, config.beta1)
     history: list[dict] = []
     gate: dict | None = None
     gate_seconds = 0.0
     width = config.bits
-    started = time.perf_counter()
     running, count, step = 0.0, 0, 0
+    check_index, next_gate, gate_wait = 0, 0, 1
+    stopped: str | None = None
+    done = False
     while True:
+        if clock.left() <= 0:
+            stopped = clock.stop_reason(step)
+            break
         x, y = rnn.batch(*draw(width), width)
         cache = rnn.forward(params, x)
         running, count = running + rnn.loss(cache["p"], y), count + 1
@@ -135,16 +240,18 @@ def train(
                 full = exhaustive_accuracy(predictor)
                 if full == 1.0 and not config.long_bits:
                     done = True
-                elif full == 1.0:
+                elif full == 1.0 and check_index >= next_gate:
                     checking = time.perf_counter()
                     if quick_check(predictor, max_bits):
                         gate = run_gate(predictor, max_bits)
                         done = gate["passed"]
+                        next_gate, gate_wait = check_index + gate_wait, 2 * gate_wait
                     gate_seconds += time.perf_counter() - checking
                 if full == 1.0 and not done and config.long_bits and width == config.bits:
                     # 8 bits learnt but not every width: now train on the long ones
                     width = config.long_bits
                     optimizer.learning_rate *= LONG_LEARNING_RATE_SCALE
+            check_index += 1
             point = {"step": step, "loss": running / count, "bits": x.shape[0],
                      "batch_accuracy": exact, "accuracy": full}
             history.append(point)
@@ -156,19 +263,110 @@ def train(
         grads = rnn.backward(params, cache, y)
         optimizer.step({"flat": flat}, {"flat": np.concatenate([grads[k].ravel() for k in names])})
         step += 1
-    seconds = time.perf_counter() - started
+    trained = {k: v.copy() for k, v in params.items()}
+    if not history:  # stopped before the first check
+        history.append({"step": step, "loss": running / max(count, 1), "bits": width,
+                        "batch_accuracy": 0.0, "accuracy": exhaustive_accuracy(trained)})
     final = history[-1]
-    accuracy = final["accuracy"]
-    return TrainResult(
-        {k: v.copy() for k, v in params.items()},
+    result = TrainResult(
+        trained,
         step,
-        seconds,
+        0.0,
         float(final["loss"]),
-        float(accuracy if accuracy is not None else exhaustive_accuracy(params)),
+        float(final["accuracy"] if final["accuracy"] is not None
+              else exhaustive_accuracy(trained)),
         history,
         gate,
         gate_seconds,
+        stopped=stopped,
     )
+    if config.certify and stopped is None:
+        _certify_phase(result, config, draw, max_bits, clock, on_progress)
+    result.seconds = time.perf_counter() - clock.started
+    return result
+
+
+def _finetune(params: rnn.Params, config: TrainConfig, draw: Draw, clock: _Clock,
+              step: int, total: int, on_progress: Progress | None) -> tuple[int, float]:
+    """One fine-tune round in place: Adam on long pairs, loss + saturation x mean h (1 - h).
+
+    Returns the updates made (fewer than finetune_steps only at the deadline) and their loss.
+    """
+    views, flat, names = _flat_params(params)
+    optimizer = rnn.Adam(config.finetune_learning_rate)
+    width = config.long_bits or config.bits
+    running, made = 0.0, 0
+    for made in range(1, config.finetune_steps + 1):
+        if clock.left() <= 0:
+            made -= 1
+            break
+        x, y = rnn.batch(*draw(width), width)
+        value, grads = rnn.loss_and_grads(views, x, y, config.saturation)
+        running += value
+        optimizer.step({"flat": flat}, {"flat": np.concatenate([grads[k].ravel() for k in names])})
+        if on_progress is not None and made % config.check_every == 0:
+            on_progress(step + made, total, value, 1.0)
+    params.update({k: v.copy() for k, v in views.items()})
+    return made, running / max(made, 1)
+
+
+def _certify_phase(result: TrainResult, config: TrainConfig, draw: Draw, max_bits: int,
+                   clock: _Clock, on_progress: Progress | None) -> None:
+    """Fine-tune rounds, each followed by the gate and the certifier, until one certifies.
+
+    A round starts from the last one's weights. The gate runs first (it is the fast falsifier,
+    and a fine-tune can break a model); the certifier only on a model that passes it. The
+    result takes the first certified weights; if none certify, it keeps the trained ones.
+    """
+    if result.gate is None or result.gate["max_bits"] != max_bits:
+        result.gate = run_gate(Predictor(result.params), max_bits)
+    if not result.gate["passed"]:
+        return
+    current = {k: v.copy() for k, v in result.params.items()}
+    total = result.steps + config.finetune_rounds * config.finetune_steps
+    step = result.steps
+    for number in range(1, max(config.finetune_rounds, 1) + 1):
+        entry: dict[str, Any] = {"round": number, "steps": 0, "gate": None, "status": None}
+        result.finetune.append(entry)
+        started = time.perf_counter()
+        loss = result.loss
+        if config.finetune_rounds:
+            made, loss = _finetune(current, config, draw, clock, step, total, on_progress)
+            step += made
+            entry.update(steps=made, loss=loss)
+        accuracy = exhaustive_accuracy(current)
+        gate = run_gate(Predictor(current), max_bits) if accuracy == 1.0 else None
+        entry["gate"] = gate is not None and gate["passed"]
+        if clock.left() <= 0:
+            result.stopped = clock.stop_reason(step)
+        elif gate is not None and gate["passed"] and certify_budgets(config)[number - 1]:
+            budget = certify_budgets(config)[number - 1]
+            # a new seed each round: the search's sampling differs, not only the weights
+            verdict = certify(current, time_limit=min(budget, clock.left()), seed=number)
+            result.certify_seconds += verdict.seconds
+            entry.update(status=verdict.status, certify_seconds=round(verdict.seconds, 4))
+            if not config.finetune_rounds:
+                result.verdict = verdict  # the trained weights' own verdict
+            if verdict.status == "certified":
+                result.params, result.gate, result.verdict = current, gate, verdict
+                result.steps, result.accuracy, result.loss = step, accuracy, float(loss)
+                result.history.append({"step": step, "loss": float(loss),
+                                       "bits": config.long_bits or config.bits,
+                                       "batch_accuracy": 1.0, "accuracy": accuracy})
+        entry["seconds"] = round(time.perf_counter() - started, 4)
+        if result.certified or result.stopped:
+            return
+        if on_progress is not None:
+            on_progress(step, total, float(loss), accuracy)
+
+
+def curve_available() -> bool:
+    """Whether matplotlib (an optional extra) is installed, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def curve_png(history: list[dict[str, float]]) -> bytes | None:
     """The picture of errors falling, when matplotlib (an optional extra) is installed."""
     try:
@@ -215,17 +413,25 @@ def train_and_save(
     activate: bool = False,
     max_bits: int = DEFAULT_MAX_BITS,
     on_progress: Progress | None = None,
+    curve: bool = False,
 ) -> tuple[str, dict]:
-    """Train, gate and save a version; with activate, it goes live only if it passes the gate.
+    """Train, gate, certify and save a version; with activate, it goes live only if certified.
 
-    Returns the version id and its record; a failed gate with activate raises GateFailed
-    (the version stays saved, inactive).
+    The certificate is stored beside the weights (certificate.npz) and its summary in the record
+    ("certificate"). Returns the version id and its record. With activate, a version that fails
+    the gate raises GateFailed and one that is not certified NotCertified; either stays saved,
+    inactive. With curve, the training curve is drawn too (training_curve.png, if matplotlib is
+    installed).
     """
-    result = train(config, on_progress, max_bits=max_bits)
+    started = time.perf_counter()
+    reserve = min(FINISH_SECONDS, config.deadline_seconds / 10)  # for evaluating and saving
+    result = train(config, on_progress, max_bits=max_bits,
+                   deadline=started + config.deadline_seconds - reserve)
     gate = result.gate or run_gate(Predictor(result.params), max_bits)
     metrics = evaluate(result.params, seed=config.seed)
     metrics["final_loss"] = result.loss
     hyper = config_fields(config)
+    summary = result.certificate_summary()
     record = {
         "hyperparameters": hyper,
         "seed": hyper.pop("seed"),
@@ -235,11 +441,21 @@ def train_and_save(
         "history": result.history,
         "parent": store.current(),
         "gate": gate,
+        "certificate": summary,
     }
-    png = curve_png(result.history)
-    extra = {"training_curve.png": png} if png else None
+    extra: dict[str, bytes] = {}
+    if result.certified:
+        assert result.verdict is not None and result.verdict.certificate is not None
+        extra[CERTIFICATE] = result.verdict.certificate.to_bytes()
+    if curve and (png := curve_png(result.history)):
+        extra["training_curve.png"] = png
     version = store.save(result.params, record, extra_files=extra, max_bits=max_bits)
     if activate:
+        path, promotion = store.root / version / RECORD, Promotion(version, gate)
+        if not gate["passed"]:
+            raise GateFailed(path, promotion, store.root)
+        if not result.certified:
+            raise NotCertified(path, promotion, summary, store.root)
         store.activate(version, max_bits=max_bits)
     return version, store.record(version)
 
@@ -281,12 +497,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-bits", type=int, default=DEFAULT_MAX_BITS,
                    help="widest sum the gate checks (the service's RNNADD_MAX_BITS)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--curve", action="store_true",
+                   help="also draw the training curve (training_curve.png; needs matplotlib)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; exit 0 when the model was stored (and activated, if asked), 1 if it failed
-    the gate, 2 for bad flags."""
+    the gate or was not certified (then it is saved, not activated), 2 for bad flags."""
     args = parse_args(argv)
     values = {k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None}
     try:
@@ -297,20 +515,24 @@ def main(argv: list[str] | None = None) -> int:
     show = None if args.quiet else progress_line()
     store = ModelStore(args.model_dir)
     if args.activate and Path(args.model_dir).resolve() == BUNDLED_DIR.resolve():
-        print(f"note: this trains into {BUNDLED_DIR.name}/ of the checkout and, if the gate "
-              "passes, changes its CURRENT: the model `make serve` and the image ship. Use "
+        print(f"note: this trains into {BUNDLED_DIR.name}/ of the checkout and, if the model is "
+              "certified, changes its CURRENT: the model `make serve` and the image ship. Use "
               "--model-dir DIR to train elsewhere.", file=sys.stderr)
-    code = 0
+    if args.curve and not curve_available():
+        print("note: --curve needs matplotlib (pip install matplotlib); no curve is drawn",
+              file=sys.stderr)
+    refused = None
     try:
         version, record = train_and_save(config, store, activate=args.activate,
-                                          max_bits=args.max_bits, on_progress=show)
-    except GateFailed as exc:
+                                          max_bits=args.max_bits, on_progress=show,
+                                          curve=args.curve)
+    except (GateFailed, NotCertified) as exc:
         version = exc.path.parent.name
         record = store.record(version)
-        code = 1
+        refused = exc
     if show is not None:
         sys.stderr.write("\n")
-    m, gate = record["metrics"], record["gate"]
+    m, gate, cert = record["metrics"], record["gate"], record["certificate"]
     active = store.current() == version
     print(f"version   {version}{'  (active)' if active else ''}")
     print(f"steps     {record['steps']} in {record['training_seconds']:.3f} s")
@@ -319,9 +541,17 @@ def main(argv: list[str] | None = None) -> int:
                                    for k, v in m.items() if k.startswith("accuracy_")))
     print(f"gate      {'passed' if gate['passed'] else 'FAILED at ' + str(gate['failed'])} "
           f"up to {gate['max_bits']} bits ({gate['seconds']:.2f} s)")
-    if code:
+    if cert["certified"]:
+        print(f"certified every width ({cert.get('method')}, {cert.get('classes')} classes, "
+              f"search {cert['seconds']:.2f} s, {len(cert['rounds'])} fine-tune round(s))")
+    else:
+        print(f"certified NO: {cert['status']}: {cert.get('reason')}")
+    if isinstance(refused, GateFailed):
         print(f"not activated: the gate failed at {gate['failed']}", file=sys.stderr)
-    return code
+    elif refused is not None:
+        print(f"not activated: not certified ({cert['status']}: {cert.get('reason')})",
+              file=sys.stderr)
+    return 1 if refused is not None else 0
 
 
 if __name__ == "__main__":

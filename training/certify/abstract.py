@@ -184,26 +184,30 @@ def output_ok(model: Folded, zono: Zonotopes, bits: np.ndarray) -> np.ndarray:
     return np.where(bits.astype(bool), low > LOGIT_MARGIN, high < -LOGIT_MARGIN)
 
 
-def frame_extent(q: np.ndarray, m: np.ndarray, zono: Zonotopes) -> np.ndarray:
-    """Upper bounds on |Q (v - m)| per row over each zonotope; q [N, H, H], m [N, H].
+def frame_bounds(q: np.ndarray, m: np.ndarray, zono: Zonotopes
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds on each row of Q (v - m) over each zonotope; q [N, H, H], m [N, H].
 
-    y = Q (x - m) + Q g eps + Q d; its rounding: x - m (one op), then sums of H products.
+    y = Q (x - m) + Q g eps + Q d; its rounding: x - m (one op), then sums of H products, both
+    bounded by gamma |Q| (|x| + |m| + row sums of |g|); the final sums are pushed outward.
     """
     x, g, e = zono
     size = x.shape[1]
-    diff = x - m
     abs_q = np.abs(q)
-    yc = np.einsum("nij,nj->ni", q, diff)
+    yc = np.einsum("nij,nj->ni", q, x - m)
     yg = np.matmul(q, g)
     abs_g = np.abs(g).sum(axis=2)
     err = gamma(size + 2) * np.einsum("nij,nj->ni", abs_q, np.abs(x) + np.abs(m) + abs_g)
     ye = np.einsum("nij,nj->ni", abs_q, e)
-    return up(np.abs(yc) + np.abs(yg).sum(axis=2) + ye + err, g.shape[2] + size + 4)
+    spread = up(np.abs(yg).sum(axis=2) + ye + err, g.shape[2] + size + 4)
+    low, high = yc - spread, yc + spread
+    return low - 2.0 * UNIT * np.abs(low) - TINY, high + 2.0 * UNIT * np.abs(high) + TINY
 
 
 def contained(q: np.ndarray, m: np.ndarray, r: np.ndarray, zono: Zonotopes) -> np.ndarray:
     """Where zonotope n lies inside the region {v : |Q_n (v - m_n)| <= r_n} (all rows)."""
-    return np.all(frame_extent(q, m, zono) <= r, axis=1)
+    low, high = frame_bounds(q, m, zono)
+    return np.all((low >= -r) & (high <= r), axis=1)
 
 
 def inverse_frame(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

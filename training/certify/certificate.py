@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 FORMAT = "rnnadd-certificate"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_BYTES = 64 << 20  # whole file
 MAX_HEADER = 1 << 16
 MAX_NODES = 8_000_000  # flags (landing tree nodes) a certificate may hold
 MAX_CELLS = 1_000_000
+MAX_CLASSES = 1 << 14
 MAX_HIDDEN = 256
 WEIGHT_NAMES = ("b_h", "b_o", "w_h", "w_i", "w_o")
 
@@ -53,7 +54,9 @@ def weights_digest(params: dict[str, np.ndarray]) -> str:
 class Certificate:
     """Everything verify() needs besides the weights.
 
-    Class c's region is {v : |Q_c (v - m_c)| <= r_c} (Q = frames, m = centers, r = radii). Its
+    The classes are the leaves of a suffix trie, stored as its preorder flags (1 = split into
+    four children); count = 2 + 3 x (number of splits). Class c's region is
+    {v : |Q_c (v - m_c)| <= r_c} (Q = frames, m = centers, r = radii). Its
     cells: a binary split tree per class in preorder over all classes (split_axis -1 = a leaf;
     else the box is split at split_value on that axis, low part first). Trees: the start tree,
     then one per cell in order; flags hold, per tree in level order and without its root, 1 for
@@ -61,7 +64,7 @@ class Certificate:
     """
 
     digest: str
-    window: int
+    class_splits: np.ndarray  # [N] uint8: the class trie in preorder (training.certify.classes)
     centers: np.ndarray  # [C, H] float64
     frames: np.ndarray  # [C, H, H] float32 (exactly the float64 values used)
     radii: np.ndarray  # [C, H] float64
@@ -79,10 +82,11 @@ class Certificate:
     def to_bytes(self) -> bytes:
         """npz bytes (stored, no pickle); the header is JSON in a uint8 member."""
         header = {"format": FORMAT, "format_version": FORMAT_VERSION, "digest": self.digest,
-                  "window": self.window, "hidden_size": self.hidden_size,
+                  "hidden_size": self.hidden_size,
                   "flags": int(self.flags.size), "info": self.info}
         arrays = {
             "header": np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8),
+            "class_splits": self.class_splits.astype("u1"),
             "centers": self.centers.astype("<f8"),
             "frames": self.frames.astype("<f4"),
             "radii": self.radii.astype("<f8"),
@@ -102,7 +106,8 @@ class Certificate:
 
 
 MEMBERS = {  # name: (dtype, number of dimensions)
-    "header": ("|u1", 1), "centers": ("<f8", 2), "frames": ("<f4", 3), "radii": ("<f8", 2),
+    "header": ("|u1", 1), "class_splits": ("|u1", 1), "centers": ("<f8", 2),
+    "frames": ("<f4", 3), "radii": ("<f8", 2),
     "split_axis": ("|i1", 1), "split_value": ("<f8", 1), "tree_sizes": ("<i8", 1),
     "flags": ("|u1", 1),
 }
@@ -174,16 +179,20 @@ def _build(arrays: dict[str, np.ndarray]) -> Certificate:
         raise CertificateError("not an rnnadd certificate (header format)")
     if header.get("format_version") != FORMAT_VERSION:
         raise CertificateError(f"unknown certificate format_version "
-                               f"{header.get('format_version')!r} (this code reads 1)")
-    digest, window, hidden, flags = (header.get(k) for k in
-                                     ("digest", "window", "hidden_size", "flags"))
+                               f"{header.get('format_version')!r} "
+                               f"(this code reads {FORMAT_VERSION})")
+    digest, hidden, flags = (header.get(k) for k in ("digest", "hidden_size", "flags"))
     if not (isinstance(digest, str) and len(digest) == 64):
         raise CertificateError("certificate header has no weights digest")
-    for key, value, top in (("window", window, 7), ("hidden_size", hidden, MAX_HIDDEN),
-                            ("flags", flags, MAX_NODES)):
+    for key, value, top in (("hidden_size", hidden, MAX_HIDDEN), ("flags", flags, MAX_NODES)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
             raise CertificateError(f"certificate header {key} is {value!r}, not 0..{top}")
-    count = 2 * 4**window
+    splits = arrays["class_splits"]
+    inner = int(np.count_nonzero(splits))
+    if splits.size > 4 * MAX_CLASSES or splits.size != 2 + 4 * inner or (splits > 1).any():
+        raise CertificateError(f"member 'class_splits' is not a class trie ({splits.size} flags, "
+                               f"{inner} splits)")
+    count = 2 + 3 * inner
     expect = {"centers": (count, hidden), "frames": (count, hidden, hidden),
               "radii": (count, hidden)}
     for name, shape in expect.items():
@@ -202,6 +211,6 @@ def _build(arrays: dict[str, np.ndarray]) -> Certificate:
         raise CertificateError("tree_sizes do not add up to the flags")
     info = header.get("info", {})
     return Certificate(
-        digest, window, arrays["centers"], arrays["frames"], arrays["radii"],
+        digest, splits, arrays["centers"], arrays["frames"], arrays["radii"],
         arrays["split_axis"], arrays["split_value"], sizes,
         np.unpackbits(arrays["flags"])[:flags], info if isinstance(info, dict) else {})

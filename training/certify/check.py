@@ -18,55 +18,30 @@ from training.certify.abstract import (
     Folded,
     Zonotopes,
     cell_zonotopes,
-    contained,
     fold,
+    frame_bounds,
     inverse_frame,
     logit_bounds,
     start_zonotope,
     step,
 )
+from training.certify.cells import Table, in_union, parse_splits
 from training.certify.certificate import Certificate, CertificateInvalid, weights_digest
-from training.certify.classes import Classes, make_classes
+from training.certify.classes import Classes, make_classes, parse
 
 MAX_DEPTH = 64  # no tree may be deeper: bounds the work a hostile certificate can ask for
 GROUP_NODES = 16_384  # trees are walked in groups of about this many nodes
 
 
-def cells_of(cert: Certificate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The leaves of every class's split tree: class ids [K], low [K, H], high [K, H].
-
-    The class box is [-r, r]; a split at value v on axis a, low < v < high, yields
-    [low, v] and [v, high] on that axis, so the leaves cover the box by construction.
-    """
-    radii, axes, values = cert.radii, cert.split_axis.tolist(), cert.split_value.tolist()
-    size = cert.hidden_size
+def cells_of(cert: Certificate) -> tuple[Table, np.ndarray, np.ndarray, np.ndarray]:
+    """The landing table and the kept leaves of every class's split tree (cells.parse_splits)."""
+    radii = cert.radii
     if not (np.isfinite(radii).all() and (radii >= 0).all()):
         raise CertificateInvalid("region radii must be finite and non-negative")
-    owners, lows, highs = [], [], []
-    i = 0
-    for cls in range(radii.shape[0]):
-        stack = [(-radii[cls], radii[cls].copy())]
-        while stack:
-            low, high = stack.pop()
-            if i >= len(axes):
-                raise CertificateInvalid("cell split trees end early")
-            axis, value = axes[i], values[i]
-            i += 1
-            if axis == -1:
-                owners.append(cls)
-                lows.append(low)
-                highs.append(high)
-                continue
-            if not (0 <= axis < size and low[axis] < value < high[axis]):
-                raise CertificateInvalid(f"class {cls}: split {value!r} on axis {axis} is "
-                                         "outside its cell")
-            upper_low, lower_high = low.copy(), high.copy()
-            upper_low[axis] = lower_high[axis] = value
-            stack.append((upper_low, high))
-            stack.append((low, lower_high))
-    if i != len(axes):
-        raise CertificateInvalid("cell split trees have entries left over")
-    return np.array(owners, dtype=np.int64), np.array(lows), np.array(highs)
+    try:
+        return parse_splits(cert.split_axis, cert.split_value, radii)
+    except ValueError as exc:
+        raise CertificateInvalid(str(exc)) from exc
 
 
 def expand(model: Folded, classes: Classes, zono: Zonotopes, state: np.ndarray
@@ -85,7 +60,7 @@ def expand(model: Folded, classes: Classes, zono: Zonotopes, state: np.ndarray
     return child, ids, want, np.where(want == 1, low, -high)
 
 
-def check_trees(model: Folded, classes: Classes, regions: tuple,
+def check_trees(model: Folded, classes: Classes, regions: tuple, table: Table,
                 roots: tuple[Zonotopes, np.ndarray], cert: Certificate) -> dict:
     """Walk every stored tree; raise CertificateInvalid at the first step not proved."""
     q, m, r = regions
@@ -132,7 +107,8 @@ def check_trees(model: Folded, classes: Classes, regions: tuple,
                 if (where >= classes.count).any():
                     raise CertificateInvalid("a node lands before its history has a class")
                 zl = (x[land], g[land], e[land])
-                inside = contained(q[where], m[where], r[where], zl)
+                low, high = frame_bounds(q[where], m[where], zl)
+                inside = in_union(table, r, where, low, high)
                 if not inside.all():
                     k = int(np.flatnonzero(land)[np.argmin(inside)])
                     raise CertificateInvalid(f"a branch of tree {owner[k]} does not land in "
@@ -170,9 +146,12 @@ def verify(params: dict[str, np.ndarray], cert: Certificate) -> dict:
     if not model.served_error < model.allowance:
         raise CertificateInvalid(f"the served pass's rounding bound {model.served_error:.3g} "
                                  f"exceeds the allowance {model.allowance:.3g}")
-    classes = make_classes(cert.window)
+    try:
+        classes = make_classes(parse(cert.class_splits))
+    except ValueError as exc:
+        raise CertificateInvalid(f"the class trie is unusable ({exc})") from exc
     q, m, r = regions_of(cert)
-    owners, lows, highs = cells_of(cert)
+    table, owners, lows, highs = cells_of(cert)
     r_inv, rho = inverse_frame(q)
     cells = cell_zonotopes(m[owners], r_inv[owners], rho[owners], lows, highs)
     if not all(np.isfinite(part).all() for part in cells):
@@ -180,7 +159,8 @@ def verify(params: dict[str, np.ndarray], cert: Certificate) -> dict:
     start = start_zonotope(model.size, model.size)
     roots = tuple(np.concatenate([a, b]) for a, b in zip(start, cells, strict=True))
     states = np.concatenate([[classes.root], owners])
-    walked = check_trees(model, classes, (q, m, r), (roots, states), cert)
-    return {"method": f"zonotope, window {cert.window}", "classes": classes.count,
+    walked = check_trees(model, classes, (q, m, r), table, (roots, states), cert)
+    return {"method": f"zonotope, classes {classes.depth.min()}-{classes.window} symbols deep",
+            "classes": classes.count,
             "cells": len(owners), **walked, "allowance": model.allowance,
             "seconds": round(time.perf_counter() - started, 4)}

@@ -17,10 +17,11 @@ from training.certify.abstract import (
     LOGIT_MARGIN,
     Folded,
     cell_zonotopes,
-    contained,
+    frame_bounds,
     inverse_frame,
     start_zonotope,
 )
+from training.certify.cells import DROPPED, LEAF, Table, in_union, parse_splits
 from training.certify.check import expand
 from training.certify.classes import Classes
 from training.certify.regions import Regions
@@ -37,6 +38,7 @@ class Cell:
     value: float = 0.0
     parts: tuple[Cell, Cell] | None = None
     flags: np.ndarray | None = None  # the landing tree, once found
+    kept: bool = True  # a dropped leaf is no part of the region and needs no tree
 
     def split(self) -> tuple[Cell, Cell]:
         """Halve along the widest axis."""
@@ -52,14 +54,14 @@ class Cell:
         return self.parts
 
     def leaves(self) -> list[Cell]:
-        """Leaves in preorder (the order the checker derives)."""
+        """Kept leaves in preorder (the order the checker derives)."""
         if self.parts is None:
-            return [self]
+            return [self] if self.kept else []
         return self.parts[0].leaves() + self.parts[1].leaves()
 
     def preorder(self, axes: list[int], values: list[float]) -> None:
         """Append this tree's split entries in preorder."""
-        axes.append(self.axis)
+        axes.append(self.axis if self.parts is not None else LEAF if self.kept else DROPPED)
         values.append(self.value)
         if self.parts is not None:
             self.parts[0].preorder(axes, values)
@@ -78,9 +80,47 @@ class Outcome:
     reason: str = ""
 
 
-def grow_trees(model: Folded, classes: Classes, regions: Regions, roots: tuple, states: np.ndarray,
-               max_depth: int, max_nodes: int, deadline: float = float("inf")
-               ) -> tuple[list, list[str | None]]:
+def presplit(regions: Regions, states: np.ndarray, ids: np.ndarray, *, widest: float = 0.05,
+             most: int = 16, margin: float = 0.25) -> list[Cell]:
+    """Each class's box cut along its widest axis while wider than `widest` (up to `most`
+    leaves); a leaf no sample comes near (within `margin` of its size) is dropped."""
+    q, m, r = regions
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(ids[order], np.arange(len(m) + 1))
+    roots = []
+    for cls in range(len(m)):
+        root = Cell(cls, -r[cls], r[cls].copy())
+        roots.append(root)
+        if r[cls].max() <= widest:
+            continue
+        y = (states[order[bounds[cls] : bounds[cls + 1]]] - m[cls]) @ q[cls].T
+        queue, leaves = [(root, y)], 1
+        while queue:
+            cell, inside = queue.pop(0)
+            if (cell.high - cell.low).max() <= 2 * widest or leaves >= most:
+                continue
+            leaves += 1
+            for part in cell.split():
+                pad = margin * (part.high - part.low) + 1e-3
+                near = np.all((inside >= part.low - pad) & (inside <= part.high + pad), axis=1)
+                part.kept = bool(near.any())
+                if part.kept:
+                    queue.append((part, inside[near]))
+    return roots
+
+
+def table_of(roots: list[Cell], radii: np.ndarray) -> Table:
+    """The landing table of these split trees."""
+    axes: list[int] = []
+    values: list[float] = []
+    for root in roots:
+        root.preorder(axes, values)
+    return parse_splits(np.array(axes), np.array(values), radii)[0]
+
+
+def grow_trees(model: Folded, classes: Classes, regions: Regions, table: Table, roots: tuple,
+               states: np.ndarray, max_depth: int, max_nodes: int,
+               deadline: float = float("inf")) -> tuple[list, list[str | None]]:
     """Greedy landing trees from the given roots; per tree its flags, or None and why not."""
     q, m, r = regions
     count = len(states)
@@ -107,8 +147,9 @@ def grow_trees(model: Folded, classes: Classes, regions: Regions, roots: tuple, 
         classed = state < classes.count
         if classed.any():
             idx = np.flatnonzero(classed)
-            land[idx] = contained(q[state[idx]], m[state[idx]], r[state[idx]],
-                                  (x[idx], g[idx], e[idx]))
+            where = state[idx]
+            low, high = frame_bounds(q[where], m[where], (x[idx], g[idx], e[idx]))
+            land[idx] = in_union(table, r, where, low, high)
         sizes += np.bincount(owner, minlength=count)
         stuck = ~land & (depth >= max_depth)
         for t in np.unique(owner[stuck]):
@@ -130,22 +171,26 @@ def grow_trees(model: Folded, classes: Classes, regions: Regions, roots: tuple, 
     return [flags[bounds[t] : bounds[t + 1]] if alive[t] else None for t in range(count)], why
 
 
-def search(model: Folded, classes: Classes, regions: Regions, deadline: float, *,
-           max_depth: int = 12, max_nodes: int = 4096, max_cells: int = 40_000,
+def search(model: Folded, classes: Classes, regions: Regions, samples: tuple, deadline: float,
+           *, max_depth: int = 12, max_nodes: int = 4096, max_cells: int = 40_000,
            group: int = 64) -> Outcome:
-    """Find landing trees for the start state and every cell, splitting cells that fail."""
+    """Find landing trees for the start state and every kept cell, splitting cells that fail.
+
+    samples (states, class ids) decide which parts of the boxes are dropped (presplit).
+    """
     q, m, r = regions
     r_inv, rho = inverse_frame(q)
+    roots = presplit(regions, *samples)
+    table = table_of(roots, r)  # later splits keep both halves: the union stays the same
     start = start_zonotope(model.size, model.size)
-    flags, why = grow_trees(model, classes, regions, start, np.array([classes.root]),
+    flags, why = grow_trees(model, classes, regions, table, start, np.array([classes.root]),
                             max_depth + classes.window, max_nodes * 16, deadline)
-    roots = [Cell(c, -r[c], r[c].copy()) for c in range(classes.count)]
     outcome = Outcome(flags[0], roots)
     if flags[0] is None:
         outcome.reason = f"from the start state: {why[0]}"
         return outcome
-    pending = list(roots)
-    cells = len(roots)
+    pending = [leaf for root in roots for leaf in root.leaves()]
+    cells = len(pending)
     while pending:
         if time.perf_counter() > deadline:
             outcome.reason = f"time limit reached with {len(pending)} cells unproved"
@@ -156,8 +201,8 @@ def search(model: Folded, classes: Classes, regions: Regions, deadline: float, *
         low = np.array([c.low for c in batch])
         high = np.array([c.high for c in batch])
         zono = cell_zonotopes(m[owners], r_inv[owners], rho[owners], low, high)
-        found, why = grow_trees(model, classes, regions, zono, owners, max_depth, max_nodes,
-                                deadline)
+        found, why = grow_trees(model, classes, regions, table, zono, owners, max_depth,
+                                max_nodes, deadline)
         for cell, tree, reason in zip(batch, found, why, strict=True):
             if reason == "time limit reached":
                 pending.append(cell)

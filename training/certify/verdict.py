@@ -15,13 +15,16 @@ import numpy as np
 from training.certify.abstract import fold
 from training.certify.certificate import Certificate, CertificateInvalid, weights_digest
 from training.certify.check import verify
-from training.certify.classes import make_classes
+from training.certify.classes import Classes
 from training.certify.falsify import find_counterexample
-from training.certify.regions import propose
+from training.certify.regions import draw_samples, propose, refined_classes, sample_ids
 from training.certify.search import Outcome, search
 from training.predictor import Predictor
 
-WINDOWS = (2, 4, 5)  # symbols per class, tried in turn: few classes are fastest
+# Attempts in turn: (symbols every class looks back, spread above which a class is split one
+# symbol deeper). Few classes are fastest; finer classes prove what coarse ones cannot.
+ATTEMPTS = ((2, 0.05), (3, 0.02))
+MAX_CLASSES = 2048  # keeps certificates to a few MB
 STATUSES = ("certified", "counterexample", "unknown")
 
 
@@ -56,7 +59,8 @@ def check_params(params: dict[str, np.ndarray]) -> None:
             raise ValueError(f"array {name!r} has non-finite values")
 
 
-def build(digest: str, window: int, regions: tuple, outcome: Outcome, info: dict) -> Certificate:
+def build(digest: str, classes: Classes, regions: tuple, outcome: Outcome,
+          info: dict) -> Certificate:
     """The certificate of a successful search."""
     q, m, r = regions
     axes: list[int] = []
@@ -67,7 +71,7 @@ def build(digest: str, window: int, regions: tuple, outcome: Outcome, info: dict
         leaves.extend(root.leaves())
     trees = [outcome.start_flags] + [leaf.flags for leaf in leaves]
     return Certificate(
-        digest, window, m.copy(), q.astype(np.float32), r.copy(),
+        digest, classes.trie.splits(), m.copy(), q.astype(np.float32), r.copy(),
         np.array(axes, dtype=np.int8), np.array(values, dtype=np.float64),
         np.array([len(t) for t in trees], dtype=np.int64),
         np.concatenate(trees).astype(np.uint8), info)
@@ -99,25 +103,30 @@ def certify(params: dict[str, np.ndarray], time_limit: float = 30.0, *, seed: in
         return done("unknown", reason=f"the served pass's rounding bound "
                     f"{model.served_error:.3g} exceeds the allowance {model.allowance:.3g}")
     reasons = []
-    for i, window in enumerate(WINDOWS):
-        share = (deadline - time.perf_counter()) / (len(WINDOWS) - i)
+    samples = draw_samples(model, rng)
+    for i, (base, spread) in enumerate(ATTEMPTS):
+        share = (deadline - time.perf_counter()) / (len(ATTEMPTS) - i)
+        name = f"classes {base}+ deep"
         if share <= 0:
-            reasons.append(f"window {window}: no time left")
+            reasons.append(f"{name}: no time left")
             continue
-        classes = make_classes(window)
-        regions = propose(model, classes, rng)
-        outcome = search(model, classes, regions, time.perf_counter() + share)
+        classes = refined_classes(samples, base, spread, MAX_CLASSES, deadline)
+        ids = sample_ids(classes, samples)
+        regions = propose(samples.states, ids, classes.count)
+        outcome = search(model, classes, regions, (samples.states, ids),
+                         time.perf_counter() + share)
+        name = f"{classes.count} classes {base}-{classes.window} deep"
         if outcome.reason:
             top = sorted(outcome.failures.items(), key=lambda kv: -kv[1])[:3]
             detail = "; ".join(f"{n} cells: {why}" for why, n in top)
-            reasons.append(f"window {window}: {outcome.reason}" + (f" ({detail})" if top else ""))
+            reasons.append(f"{name}: {outcome.reason}" + (f" ({detail})" if top else ""))
             continue
         info = {"search_seconds": round(time.perf_counter() - started, 4)}
-        cert = build(weights_digest(params), window, regions, outcome, info)
+        cert = build(weights_digest(params), classes, regions, outcome, info)
         try:
             summary = verify(params, cert)
         except CertificateInvalid as exc:  # the search and the checker disagree: not proved
-            reasons.append(f"window {window}: the checker refused the search's certificate "
+            reasons.append(f"{name}: the checker refused the search's certificate "
                            f"({exc.reason})")
             continue
         return done("certified", certificate=cert, summary={
