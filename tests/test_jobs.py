@@ -676,7 +676,7 @@ def test_a_version_that_fails_the_gate_is_rejected(root: Path, monkeypatch) -> N
     gate = {"passed": False, "failed": "accuracy_8bit"}
 
     def refuse(self: ModelStore, version: str, **kwargs: Any) -> dict:
-        promotion = Promotion(version, gate)
+        promotion = Promotion(version, gate, {"certified": False, "problem": "x", "summary": None})
         raise GateFailed(self.root / version / "model.json", promotion, self.root)
 
     monkeypatch.setattr(ModelStore, "activate", refuse)

@@ -242,7 +242,7 @@ def test_train_and_save_activates_only_a_certified_version(tmp_path: Path) -> No
     with pytest.raises(train_module.NotCertified) as info:
         quick = TrainConfig(seed=1, certify_seconds=0.001, finetune_rounds=1, finetune_steps=10)
         train_module.train_and_save(quick, store, activate=True)
-    assert info.value.summary["status"] == "unknown" and store.current() is None
+    assert info.value.reason == "it has no certificate" and store.current() is None
     assert len(store.versions()) == 1  # saved, inactive
     version, record = train_module.train_and_save(TrainConfig(seed=1), store, activate=True)
     assert store.current() == version and record["certificate"]["certified"] is True

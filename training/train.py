@@ -38,7 +38,7 @@ from training.config import (
 from training.evaluate import evaluate, exhaustive_accuracy
 from training.gate import quick_check, run_gate
 from training.predictor import Predictor
-from training.store import RECORD, GateFailed, ModelStore, NotPromotable, Promotion
+from training.store import GateFailed, ModelStore, NotCertified
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"  # what the image ships
 
@@ -54,16 +54,6 @@ DEFAULT_MAX_BITS = 4096
 # Long pairs give larger gradients; at the full rate 2 of seeds 0-19 unlearnt 8 bits for good.
 LONG_LEARNING_RATE_SCALE = 0.3
 CERTIFICATE = "certificate.npz"  # a certified version's proof, beside its weights
-
-
-class NotCertified(NotPromotable):
-    """A saved version was not proven exact at every width, so it may not go live."""
-
-    def __init__(self, path: str | Path, promotion: Promotion, summary: dict,
-                 root: str | Path | None = None) -> None:
-        self.summary = summary
-        problem = f"is not certified: {summary.get('reason') or summary['status']}"
-        super().__init__(path, promotion, problem, root)
 
 
 @dataclass
@@ -450,12 +440,7 @@ def train_and_save(
     if curve and (png := curve_png(result.history)):
         extra["training_curve.png"] = png
     version = store.save(result.params, record, extra_files=extra, max_bits=max_bits)
-    if activate:
-        path, promotion = store.root / version / RECORD, Promotion(version, gate)
-        if not gate["passed"]:
-            raise GateFailed(path, promotion, store.root)
-        if not result.certified:
-            raise NotCertified(path, promotion, summary, store.root)
+    if activate:  # the store re-runs the gate and re-verifies the certificate it goes live on
         store.activate(version, max_bits=max_bits)
     return version, store.record(version)
 
