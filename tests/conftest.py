@@ -55,6 +55,13 @@ def adder_params(pristine_models: Path) -> dict:
     return dict(store.load_current().params)
 
 
+@pytest.fixture(scope="session")
+def adder_proof(pristine_models: Path) -> dict[str, bytes]:
+    """The bundled model's certificate, as store.save's extra_files: it proves adder_params."""
+    store = ModelStore(pristine_models)
+    return {CERTIFICATE: (pristine_models / store.current() / CERTIFICATE).read_bytes()}
+
+
 @pytest.fixture
 def model_dir(pristine_models: Path, tmp_path: Path) -> Path:
     """A model directory of the test's own, so tests may activate, add and corrupt versions."""

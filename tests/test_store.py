@@ -75,6 +75,16 @@ def store(tmp_path: Path) -> ModelStore:
     return ModelStore(tmp_path / "models")
 
 
+@pytest.fixture
+def save_adder(adder_params: dict, adder_proof: dict) -> Callable[..., str]:
+    """Save a version that adds and carries its certificate (the bundled model's)."""
+
+    def save(store: ModelStore, **kwargs: object) -> str:
+        return store.save(adder_params, make_fields(ADDER), extra_files=adder_proof, **kwargs)
+
+    return save
+
+
 def leftovers(root: Path) -> list[str]:
     """Temporary entries a finished write must not leave behind."""
     return sorted(p.name for p in root.iterdir() if p.name.startswith(".tmp-"))
@@ -119,17 +129,17 @@ def test_record_accepts_numpy_scalars(store: ModelStore) -> None:
     assert record["training_seconds"] == 1.5
 
 
-def test_save_with_activate_points_current_at_it(store: ModelStore, adder_params: dict) -> None:
-    version = store.save(adder_params, make_fields(ADDER), activate=True)
+def test_save_with_activate_points_current_at_it(store: ModelStore, save_adder) -> None:
+    version = save_adder(store, activate=True)
     assert store.current_file.read_text() == f"{version}\n"
     assert store.current() == version
     assert store.load_current().version == version
     assert leftovers(store.root) == []
 
 
-def test_activate_switches_only_to_a_valid_version(store: ModelStore, adder_params: dict) -> None:
-    first = store.save(adder_params, make_fields(ADDER), activate=True)
-    second = store.save(adder_params, make_fields(ADDER))
+def test_activate_switches_only_to_a_valid_version(store: ModelStore, save_adder) -> None:
+    first = save_adder(store, activate=True)
+    second = save_adder(store)
     store.activate(second)
     assert store.current() == second
     store.activate(first)
@@ -153,8 +163,8 @@ def test_bad_extra_file_names_are_refused(store: ModelStore, name: str) -> None:
     assert not store.root.exists() or list(store.root.iterdir()) == []
 
 
-def test_versions_are_sorted_and_skip_other_entries(store: ModelStore, adder_params: dict) -> None:
-    saved = [store.save(adder_params, make_fields(ADDER)) for _ in range(4)]
+def test_versions_are_sorted_and_skip_other_entries(store: ModelStore, save_adder) -> None:
+    saved = [save_adder(store) for _ in range(4)]
     (store.root / "jobs").mkdir()
     (store.root / "jobs" / "abc.json").write_text("{}")
     (store.root / ".tmp-deadbeef").mkdir()
@@ -208,9 +218,9 @@ def test_load_current_without_current(store: ModelStore) -> None:
         store.load_current()
 
 
-def test_current_is_replaced_atomically(store: ModelStore, monkeypatch, adder_params) -> None:
-    first = store.save(adder_params, make_fields(ADDER), activate=True)
-    second = store.save(adder_params, make_fields(ADDER))
+def test_current_is_replaced_atomically(store: ModelStore, monkeypatch, save_adder) -> None:
+    first = save_adder(store, activate=True)
+    second = save_adder(store)
     seen = []
     real_replace = os.replace
 
@@ -234,8 +244,8 @@ def test_current_is_replaced_atomically(store: ModelStore, monkeypatch, adder_pa
     assert leftovers(store.root) == []
 
 
-def test_written_files_honour_the_umask(store: ModelStore, adder_params: dict) -> None:
-    version = store.save(adder_params, make_fields(ADDER), activate=True)
+def test_written_files_honour_the_umask(store: ModelStore, save_adder) -> None:
+    version = save_adder(store, activate=True)
     mask = current_umask()
     assert store.current_file.stat().st_mode & 0o777 == 0o666 & ~mask
     assert (store.root / version).stat().st_mode & 0o777 == 0o777 & ~mask
@@ -557,8 +567,8 @@ def failing_fields() -> dict:
     return make_fields(gate=gate)
 
 
-def test_activation_is_refused_when_the_gate_fails(store: ModelStore, adder_params) -> None:
-    good = store.save(adder_params, make_fields(ADDER), activate=True)
+def test_activation_is_refused_when_the_gate_fails(store: ModelStore, save_adder) -> None:
+    good = save_adder(store, activate=True)
     bad = store.save(make_params(2), failing_fields())
     with pytest.raises(GateFailed) as caught:
         store.activate(bad)
@@ -583,10 +593,10 @@ def test_activation_runs_the_gate_on_the_weights_not_the_record(store: ModelStor
     assert store.record(version)["gate"]["max_bits"] == 4096  # versions are immutable
 
 
-def test_activation_is_a_compare_and_set_on_current(store: ModelStore, adder_params) -> None:
-    first = store.save(adder_params, make_fields(ADDER), activate=True)
-    second = store.save(adder_params, make_fields(ADDER))
-    third = store.save(adder_params, make_fields(ADDER))
+def test_activation_is_a_compare_and_set_on_current(store: ModelStore, save_adder) -> None:
+    first = save_adder(store, activate=True)
+    second = save_adder(store)
+    third = save_adder(store)
     store.activate(second)  # a rollback or another job, after a job started from `first`
     with pytest.raises(store_module.CurrentChanged) as caught:
         store.activate(third, expect_current=first)
@@ -594,7 +604,7 @@ def test_activation_is_a_compare_and_set_on_current(store: ModelStore, adder_par
     store.activate(third, expect_current=second)
     assert store.current() == third
     empty = ModelStore(store.root.parent / "empty")
-    version = empty.save(adder_params, make_fields(ADDER))
+    version = save_adder(empty)
     with pytest.raises(store_module.CurrentChanged):
         empty.activate(version, expect_current=first)
     empty.activate(version, expect_current=None)  # None: there must be no CURRENT yet
@@ -612,8 +622,8 @@ def test_save_runs_and_records_the_gate(store: ModelStore) -> None:
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
 def test_write_errors_propagate_and_leave_nothing(store: ModelStore, monkeypatch, code,
-                                                 adder_params: dict) -> None:
-    first = store.save(adder_params, make_fields(ADDER), activate=True)
+                                                 save_adder) -> None:
+    first = save_adder(store, activate=True)
 
     def failing(path, data):
         raise OSError(code, os.strerror(code))
@@ -800,3 +810,53 @@ def test_stale_temporary_files_are_removed_but_not_live_ones(store: ModelStore) 
         os.close(holder)
     assert sorted(removed) == sorted([stale_file.name, stale_dir.name])
     assert fresh.exists() and written.exists() and (store.root / version).is_dir()
+
+
+# --- proof-carrying versions -------------------------------------------------------------------
+
+def test_a_version_that_adds_but_has_no_certificate_is_not_promotable(
+        store: ModelStore, save_adder, adder_params) -> None:
+    good = save_adder(store, activate=True)
+    bare = store.save(adder_params, make_fields(ADDER))  # the same weights, no proof
+    with pytest.raises(store_module.NotCertified) as caught:
+        store.activate(bare)
+    assert caught.value.reason == "it has no certificate"
+    assert caught.value.promotion.gate["passed"] is True  # the falsifier found nothing wrong
+    assert store.current() == good
+    promotion = store.activate(bare, force=True)
+    assert promotion.passed is False and promotion.proof["certified"] is False
+    assert store.current() == bare and store.last_good() == good  # forced is never last good
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda data: data[: len(data) // 2], "does not verify"),
+    (lambda data: b"PK\x03\x04" + b"\0" * 64, "does not verify"),
+    (lambda data: b"", "does not verify"),
+])
+def test_a_damaged_certificate_is_refused(store: ModelStore, save_adder, damage, says) -> None:
+    version = save_adder(store)
+    path = store.root / version / store_module.CERTIFICATE
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(store_module.NotCertified, match=says):
+        store.activate(version)
+    assert store.current() is None
+
+
+def test_weights_altered_with_a_copied_record_and_certificate_are_refused(
+        store: ModelStore, save_adder, adder_params, adder_proof) -> None:
+    """The certificate names a digest of the weights it proves: other weights cannot borrow it."""
+    altered = {**adder_params, "w_o": adder_params["w_o"] * 1.0001}
+    version = store.save(altered, make_fields(ADDER), extra_files=adder_proof)
+    assert store.promotion(version, 4096).gate["passed"] is True  # still adds when sampled
+    with pytest.raises(store_module.NotCertified, match="other weights"):
+        store.activate(version)
+    assert store.current() is None and store.last_good() is None
+
+
+def test_a_certified_version_is_promotable_from_its_weights(store: ModelStore, save_adder) -> None:
+    version = save_adder(store)
+    promotion = store.promotion(version, 4096)
+    assert promotion.passed and promotion.proof["certified"] is True
+    assert promotion.proof["summary"]["cells"] > 0
+    store.activate(version)
+    assert store.current() == version and store.last_good() == version
