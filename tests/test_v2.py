@@ -33,8 +33,9 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """Stored models: the active version and a second, inactive one, for versioned requests."""
     root = tmp_path_factory.mktemp("v2") / "models"
     active = seed_models(root)
-    other, _ = train_and_save(TrainConfig(seed=1, hidden_size=8, certify=False), ModelStore(root),
-                                 activate=False)
+    # another certified version (trained, not a copy): stored versions that are not answer admins
+    other, _ = train_and_save(TrainConfig(seed=2), ModelStore(root), activate=False)
+    assert ModelStore(root).promotion(other, 4096).passed
     return root, active, other
 
 
@@ -172,9 +173,12 @@ def test_model_metadata(client: FlaskClient, stored: tuple[Path, str, str]) -> N
         {"name": "correct", "datatype": "BOOL", "shape": [-1]},
     ]
     gate = body["parameters"].pop("gate")
+    certificate = body["parameters"].pop("certificate")
     assert body["parameters"] == {"max_bits": 4096, "max_batch": 10000, "version": active,
-                                  "bits": trained_bits(stored)}
+                                  "bits": trained_bits(stored), "certified": True}
     assert gate["status"] in ("passed", "failed", "unchecked", "narrower")
+    assert certificate["certified"] is True and certificate["verified"] is True
+    assert certificate["cells"] > 0 and certificate["problem"] is None
     versioned = client.get(f"/v2/models/rnnadd/versions/{other}").get_json()
     assert versioned["parameters"]["version"] == other
     assert versioned["versions"] == body["versions"]
