@@ -26,6 +26,8 @@ from training.certify.check import expand
 from training.certify.classes import Classes
 from training.certify.regions import Regions
 
+CHUNK = 4096  # nodes expanded between looks at the clock
+
 
 @dataclass
 class Cell:
@@ -134,11 +136,26 @@ def grow_trees(model: Folded, classes: Classes, regions: Regions, table: Table, 
     depth = 0
     while len(x):
         depth += 1
-        if time.perf_counter() > deadline:
+        pending = np.bincount(owner, minlength=count)
+        for t in np.flatnonzero(alive & (sizes + 4 * pending > max_nodes)):
+            alive[t], why[t] = False, f"tree exceeded {max_nodes} nodes"
+        keep = alive[owner]
+        x, g, e, state, owner = x[keep], g[keep], e[keep], state[keep], owner[keep]
+        parts = []
+        for first in range(0, len(x), CHUNK):  # bounded work between looks at the clock
+            if time.perf_counter() > deadline:
+                break
+            chunk = slice(first, first + CHUNK)
+            parts.append(expand(model, classes, (x[chunk], g[chunk], e[chunk]), state[chunk]))
+        if len(parts) * CHUNK < len(x):
             for t in np.flatnonzero(alive):
                 alive[t], why[t] = False, "time limit reached"
             break
-        (x, g, e), state, _, margins = expand(model, classes, (x, g, e), state)
+        if not parts:
+            break
+        x, g, e = (np.concatenate([p[0][i] for p in parts]) for i in range(3))
+        state = np.concatenate([p[1] for p in parts])
+        margins = np.concatenate([p[3] for p in parts])
         owner = np.repeat(owner, 4)
         bad = margins <= LOGIT_MARGIN
         for t in np.unique(owner[bad]):

@@ -110,11 +110,11 @@ def certify(params: dict[str, np.ndarray], time_limit: float = 30.0, *, seed: in
         if share <= 0:
             reasons.append(f"{name}: no time left")
             continue
-        classes = refined_classes(samples, base, spread, MAX_CLASSES, deadline)
+        ends = time.perf_counter() + share
+        classes = refined_classes(samples, base, spread, MAX_CLASSES, ends)
         ids = sample_ids(classes, samples)
         regions = propose(samples.states, ids, classes.count)
-        outcome = search(model, classes, regions, (samples.states, ids),
-                         time.perf_counter() + share)
+        outcome = search(model, classes, regions, (samples.states, ids), ends)
         name = f"{classes.count} classes {base}-{classes.window} deep"
         if outcome.reason:
             top = sorted(outcome.failures.items(), key=lambda kv: -kv[1])[:3]
