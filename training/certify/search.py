@@ -85,7 +85,8 @@ class Outcome:
 def presplit(regions: Regions, states: np.ndarray, ids: np.ndarray, *, widest: float = 0.05,
              most: int = 16, margin: float = 0.25) -> list[Cell]:
     """Each class's box cut along its widest axis while wider than `widest` (up to `most`
-    leaves); a leaf no sample comes near (within `margin` of its size) is dropped."""
+    leaves); a leaf no sample comes near (within `margin` of its size) is dropped, and so is
+    the whole box of a class without samples (nothing lands there)."""
     q, m, r = regions
     order = np.argsort(ids, kind="stable")
     bounds = np.searchsorted(ids[order], np.arange(len(m) + 1))
@@ -93,7 +94,8 @@ def presplit(regions: Regions, states: np.ndarray, ids: np.ndarray, *, widest: f
     for cls in range(len(m)):
         root = Cell(cls, -r[cls], r[cls].copy())
         roots.append(root)
-        if r[cls].max() <= widest:
+        root.kept = bool(bounds[cls + 1] > bounds[cls])  # no sample: an empty region
+        if r[cls].max() <= widest or not root.kept:
             continue
         y = (states[order[bounds[cls] : bounds[cls + 1]]] - m[cls]) @ q[cls].T
         queue, leaves = [(root, y)], 1
