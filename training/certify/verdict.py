@@ -25,6 +25,7 @@ from training.predictor import Predictor
 # symbol deeper). Few classes are fastest; finer classes prove what coarse ones cannot.
 ATTEMPTS = ((2, 0.05), (3, 0.02))
 MAX_CLASSES = 2048  # keeps certificates to a few MB
+FALSIFY_SHARE = 0.3  # of the time left after the quick falsifier, kept for a longer one
 STATUSES = ("certified", "counterexample", "unknown")
 
 
@@ -103,9 +104,11 @@ def certify(params: dict[str, np.ndarray], time_limit: float = 30.0, *, seed: in
         return done("unknown", reason=f"the served pass's rounding bound "
                     f"{model.served_error:.3g} exceeds the allowance {model.allowance:.3g}")
     reasons = []
+    # the last part of the budget is the falsifier's: models that resist proof are often wrong
+    proofs_end = time.perf_counter() + (1.0 - FALSIFY_SHARE) * (deadline - time.perf_counter())
     samples = draw_samples(model, np.random.default_rng([seed, 1]))  # not after the clock
     for i, (base, spread) in enumerate(ATTEMPTS):
-        share = (deadline - time.perf_counter()) / (len(ATTEMPTS) - i)
+        share = (proofs_end - time.perf_counter()) / (len(ATTEMPTS) - i)
         name = f"classes {base}+ deep"
         if share <= 0:
             reasons.append(f"{name}: no time left")
