@@ -69,14 +69,9 @@ def _body() -> bytes:
 
 def model_metadata(model: LoadedModel, versions: list[str]) -> dict[str, Any]:
     """Name, versions, platform and tensors; `parameters` says which version and widths apply."""
-    tensor = oip.metadata_tensor
     runtime = services().runtime
     return {
-        "name": oip.MODEL_NAME,
-        "versions": versions,
-        "platform": "numpy",
-        "inputs": [tensor("a", oip.INPUT_DATATYPE), tensor("b", oip.INPUT_DATATYPE)],
-        "outputs": [tensor(name, datatype) for name, datatype in oip.OUTPUT_TYPES.items()],
+        **oip.model_metadata(versions),
         "parameters": {"max_bits": runtime.max_bits, "max_batch": runtime.max_batch,
                        "version": model.version, "bits": model.bits,
                        "gate": gate_summary(model.record, runtime.max_bits)},

@@ -43,12 +43,14 @@ def test_requests_latency_and_pairs(client) -> None:
     client.open("/v1/predict", method="BREW")
     found = scrape(client)
     key = "rnnadd_http_requests_total"
-    assert found[(key, (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "200")))] == 3
-    assert found[(key, (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "400")))] == 1
-    assert found[(key, (("endpoint", "unmatched"), ("method", "GET"), ("status", "404")))] == 1
-    assert found[(key, (("endpoint", "unmatched"), ("method", "other"), ("status", "405")))] == 1
-    count = found[("rnnadd_http_request_duration_seconds_count", (("endpoint", "/v1/predict"),))]
-    assert count == 4
+    assert found[(key, (("endpoint", "/v1/predict"), ("method", "POST"), ("protocol", "http"), ("status", "200")))] == 3
+    assert found[(key, (("endpoint", "/v1/predict"), ("method", "POST"), ("protocol", "http"), ("status", "400")))] == 1
+    assert found[(key, (("endpoint", "unmatched"), ("method", "GET"), ("protocol", "http"), ("status", "404")))] == 1
+    assert found[(key, (("endpoint", "unmatched"), ("method", "other"), ("protocol", "http"), ("status", "405")))] == 1
+    latency = "rnnadd_http_request_duration_seconds_count"
+    endpoint, http = ("endpoint", "/v1/predict"), ("protocol", "http")
+    assert found[(latency, (endpoint, ("outcome", "ok"), http))] == 3
+    assert found[(latency, (endpoint, ("outcome", "error"), http))] == 1
     assert found[("rnnadd_pairs_predicted_total", ())] == 3 + 7
 
 
@@ -167,7 +169,7 @@ def test_apps_do_not_share_metrics(model_dir: Path) -> None:
     second = create_app({"MODEL_DIR": str(model_dir)}).test_client()
     first.get("/healthz")
     key = ("rnnadd_http_requests_total",
-           (("endpoint", "/healthz"), ("method", "GET"), ("status", "200")))
+           (("endpoint", "/healthz"), ("method", "GET"), ("protocol", "http"), ("status", "200")))
     assert scrape(first)[key] == 1 and key not in scrape(second)
 
 
@@ -194,7 +196,7 @@ def test_multiprocess_mode_adds_up_across_processes(model_dir: Path, tmp_path: P
                           capture_output=True, text=True).stdout
     found = samples(text)
     key = ("rnnadd_http_requests_total",
-           (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "200")))
+           (("endpoint", "/v1/predict"), ("method", "POST"), ("protocol", "http"), ("status", "200")))
     assert found[key] == 13
     assert found[("rnnadd_pairs_predicted_total", ())] == 13
     pids = {dict(labels)["pid"] for name, labels in found if name == "rnnadd_model_active"}
