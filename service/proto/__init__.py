@@ -1,1 +1,1 @@
-"""The Open Inference Protocol's gRPC messages and service, generated from the .proto beside this."""
+"""The Open Inference Protocol's gRPC messages and service, generated from the .proto here."""
