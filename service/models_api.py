@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from flask import Blueprint, Response, request
 
+from service import activation
 from service.auth import require_admin
-from service.errors import BadRequest, Conflict, GateFailed, NotFound
+from service.errors import BadRequest
 from service.inputs import read_json
-from service.jobs import storage_error
 from service.model import LoadedModel, ModelHolder, gate_summary
 from service.runtime import Runtime
-from training import store as model_store
-from training.store import ModelError, ModelStore, VersionNotFound
+from training.store import ModelError, ModelStore
 
 SUMMARY_OMITS = frozenset({"history"})
 JSON = "application/json"
 
-log = logging.getLogger("rnnadd.models")
 
 
 def _json(body: Any) -> Response:
@@ -79,34 +76,7 @@ def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blue
         force = options.get("force", False)
         if type(force) is not bool:
             raise BadRequest("force must be true or false.", field="force")
-        if not model_store.is_version(version):
-            raise NotFound(f"{version!r} is not a version id.", field="version")
-        try:
-            previous = store.current()
-        except ModelError:
-            previous = None
-        try:
-            gate = store.activate(version, force=force, max_bits=max_bits)
-        except VersionNotFound as exc:
-            raise NotFound(f"No stored version {version}.", field="version") from exc
-        except model_store.GateFailed as exc:
-            raise GateFailed(
-                f"Version {version} fails the promotion gate ({exc.check}); send "
-                '{"force": true} to activate it anyway.',
-                field="version", extra={"check": exc.check, "gate": exc.gate},
-            ) from exc
-        except ModelError as exc:
-            raise Conflict(f"Version {version} cannot be activated, it fails validation: {exc}",
-                           field="version") from exc
-        except OSError as exc:
-            raise storage_error(exc, f"activate version {version}") from exc
-        if not gate.get("passed"):
-            log.warning("version %s activated by force although it fails the gate (%s)",
-                        version, gate.get("failed"))
-        holder.refresh(force=True)
-        served = holder.current()
-        return _json({"active": version, "previous": previous,
-                      "model_version": served.version if served else None,
-                      "forced": not gate.get("passed"), "gate": gate})
+        return _json(activation.activate(store, holder, version, force=force,
+                                         max_bits=max_bits))
 
     return bp

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from service.jobs import ACTIVE, JOB_ID_RE, JobFiles, JobRecordError, holds_lock, try_lock, utc_now
-from training.store import GateFailed, ModelStore
+from training.store import CurrentChanged, GateFailed, ModelStore
 from training.train import TrainConfig, make_config, train_and_save
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes
@@ -98,17 +98,22 @@ def run(job: Job) -> tuple[str, dict[str, Any]]:
     job.save(status="running", pid=os.getpid(), started_at=utc_now())
     config = train_config(params)
     store = ModelStore(job.files.root)
+    started_from = store.current()  # activation is a compare-and-set against this
     version, record = train_and_save(config, store, on_progress=job.progress, max_bits=max_bits)[:2]
     done = {"model_version": version, "metrics": record.get("metrics"), "gate": record.get("gate")}
     if not activate:
         return "succeeded", done
     try:
-        gate = store.activate(version, max_bits=max_bits)
+        promotion = store.activate(version, max_bits=max_bits, expect_current=started_from)
     except GateFailed as exc:
-        return "rejected", {**done, "gate": exc.gate or done["gate"],
+        return "rejected", {**done, "gate": exc.gate,
                             "error": f"version {version} was saved but not activated: "
                                      f"it fails the promotion gate ({exc.check})"}
-    return "succeeded", {**done, "gate": gate or done["gate"]}
+    except CurrentChanged as exc:
+        return "rejected", {**done, "error": f"version {version} was saved but not activated: "
+                                             f"the active version changed to {exc.found} while "
+                                             f"the job ran (it started from {started_from})"}
+    return "succeeded", {**done, "gate": promotion.gate}
 
 
 def _parser() -> argparse.ArgumentParser:

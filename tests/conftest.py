@@ -47,6 +47,13 @@ def pristine_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def adder_params(pristine_models: Path) -> dict:
+    """Weights that really add (the bundled model's): what activation now checks for itself."""
+    store = ModelStore(pristine_models)
+    return dict(store.load_current().params)
+
+
 @pytest.fixture
 def model_dir(pristine_models: Path, tmp_path: Path) -> Path:
     """A model directory of the test's own, so tests may activate, add and corrupt versions."""

@@ -22,7 +22,7 @@ from service import errors, jobs, retrain
 from service.jobs import ACTIVE, DIED, JobFiles, JobManager, try_lock
 from training.evaluate import exhaustive_accuracy
 from training.ids import new_version_id
-from training.store import GateFailed, ModelStore, is_version
+from training.store import GateFailed, ModelStore, Promotion, is_version
 from training.train import request_schema
 
 MAX_BITS = 4096
@@ -673,7 +673,8 @@ def test_a_version_that_fails_the_gate_is_rejected(root: Path, monkeypatch) -> N
     gate = {"passed": False, "failed": "accuracy_8bit"}
 
     def refuse(self: ModelStore, version: str, **kwargs: Any) -> dict:
-        raise GateFailed(self.root / version / "model.json", gate, self.root)
+        promotion = Promotion(version, gate)
+        raise GateFailed(self.root / version / "model.json", promotion, self.root)
 
     monkeypatch.setattr(ModelStore, "activate", refuse)
     job = retrain.Job(files, files.read(job_id))
@@ -683,6 +684,32 @@ def test_a_version_that_fails_the_gate_is_rejected(root: Path, monkeypatch) -> N
     assert changes["gate"] == gate
     assert (root / changes["model_version"] / "model.json").is_file(), "saved, not activated"
     assert not (root / "CURRENT").exists()
+
+
+def test_a_rollback_during_the_job_is_not_undone(model_dir: Path, monkeypatch) -> None:
+    """The job activates only if CURRENT still names the version it started from."""
+    store = ModelStore(model_dir)
+    started_from = store.current()
+    rolled_back_to = store.save(store.load(started_from).params,
+                                {k: store.record(started_from)[k] for k in (
+                                    "hyperparameters", "seed", "steps", "training_seconds",
+                                    "metrics", "history", "parent", "gate")})
+    real = retrain.train_and_save
+
+    def train_then_rollback(*args: Any, **kwargs: Any) -> tuple[str, dict]:
+        result = real(*args, **kwargs)
+        store.activate(rolled_back_to)  # an operator's rollback while the job ran
+        return result
+
+    monkeypatch.setattr(retrain, "train_and_save", train_then_rollback)
+    files = JobFiles(model_dir)
+    files.dir.mkdir(exist_ok=True)
+    job_id = queued_by_hand(model_dir, {"seed": 1}, activate=True)
+    status, changes = retrain.run(retrain.Job(files, files.read(job_id)))
+    assert status == "rejected", changes
+    assert "saved but not activated" in changes["error"] and rolled_back_to in changes["error"]
+    assert store.current() == rolled_back_to
+    assert store.record(changes["model_version"])  # the job's version is kept
 
 
 def queued_by_hand(root: Path, params: dict, activate: bool = False) -> str:

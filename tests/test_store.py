@@ -28,6 +28,7 @@ from training.store import (
 )
 
 HIDDEN = 4
+ADDER = 16  # hidden units of adder_params (the bundled model)
 
 
 def make_params(seed: int = 0, hidden: int = HIDDEN, biases: bool = False) -> dict:
@@ -115,17 +116,17 @@ def test_record_accepts_numpy_scalars(store: ModelStore) -> None:
     assert record["training_seconds"] == 1.5
 
 
-def test_save_with_activate_points_current_at_it(store: ModelStore) -> None:
-    version = store.save(make_params(), make_fields(), activate=True)
+def test_save_with_activate_points_current_at_it(store: ModelStore, adder_params: dict) -> None:
+    version = store.save(adder_params, make_fields(ADDER), activate=True)
     assert store.current_file.read_text() == f"{version}\n"
     assert store.current() == version
     assert store.load_current().version == version
     assert leftovers(store.root) == []
 
 
-def test_activate_switches_only_to_a_valid_version(store: ModelStore) -> None:
-    first = store.save(make_params(1), make_fields(), activate=True)
-    second = store.save(make_params(2), make_fields())
+def test_activate_switches_only_to_a_valid_version(store: ModelStore, adder_params: dict) -> None:
+    first = store.save(adder_params, make_fields(ADDER), activate=True)
+    second = store.save(adder_params, make_fields(ADDER))
     store.activate(second)
     assert store.current() == second
     store.activate(first)
@@ -149,8 +150,8 @@ def test_bad_extra_file_names_are_refused(store: ModelStore, name: str) -> None:
     assert not store.root.exists() or list(store.root.iterdir()) == []
 
 
-def test_versions_are_sorted_and_skip_other_entries(store: ModelStore) -> None:
-    saved = [store.save(make_params(seed), make_fields()) for seed in range(4)]
+def test_versions_are_sorted_and_skip_other_entries(store: ModelStore, adder_params: dict) -> None:
+    saved = [store.save(adder_params, make_fields(ADDER)) for _ in range(4)]
     (store.root / "jobs").mkdir()
     (store.root / "jobs" / "abc.json").write_text("{}")
     (store.root / ".tmp-deadbeef").mkdir()
@@ -204,9 +205,9 @@ def test_load_current_without_current(store: ModelStore) -> None:
         store.load_current()
 
 
-def test_current_is_replaced_atomically(store: ModelStore, monkeypatch) -> None:
-    first = store.save(make_params(1), make_fields(), activate=True)
-    second = store.save(make_params(2), make_fields())
+def test_current_is_replaced_atomically(store: ModelStore, monkeypatch, adder_params) -> None:
+    first = store.save(adder_params, make_fields(ADDER), activate=True)
+    second = store.save(adder_params, make_fields(ADDER))
     seen = []
     real_replace = os.replace
 
@@ -230,8 +231,8 @@ def test_current_is_replaced_atomically(store: ModelStore, monkeypatch) -> None:
     assert leftovers(store.root) == []
 
 
-def test_written_files_honour_the_umask(store: ModelStore) -> None:
-    version = store.save(make_params(), make_fields(), activate=True)
+def test_written_files_honour_the_umask(store: ModelStore, adder_params: dict) -> None:
+    version = store.save(adder_params, make_fields(ADDER), activate=True)
     mask = current_umask()
     assert store.current_file.stat().st_mode & 0o777 == 0o666 & ~mask
     assert (store.root / version).stat().st_mode & 0o777 == 0o777 & ~mask
@@ -553,29 +554,48 @@ def failing_fields() -> dict:
     return make_fields(gate=gate)
 
 
-def test_activation_is_refused_when_the_gate_fails(store: ModelStore) -> None:
-    good = store.save(make_params(1), make_fields(), activate=True)
+def test_activation_is_refused_when_the_gate_fails(store: ModelStore, adder_params) -> None:
+    good = store.save(adder_params, make_fields(ADDER), activate=True)
     bad = store.save(make_params(2), failing_fields())
     with pytest.raises(GateFailed) as caught:
         store.activate(bad)
-    assert isinstance(caught.value, ModelError) and caught.value.check == "random_4096bit"
+    assert isinstance(caught.value, ModelError) and caught.value.check == "exhaustive_8bit"
     assert caught.value.gate["passed"] is False and str(store.root) not in str(caught.value)
     assert store.current() == good and store.last_good() == good
-    gate = store.activate(bad, force=True)
-    assert gate["passed"] is False
+    promotion = store.activate(bad, force=True)
+    assert promotion.passed is False and promotion.gate["passed"] is False
     assert store.current() == bad and store.last_good() == good  # forced is never last good
 
 
-def test_gate_is_run_when_the_record_does_not_cover_max_bits(store: ModelStore) -> None:
-    fields = make_fields(gate={"passed": True, "max_bits": 64, "seconds": 0.1, "failed": None,
-                               "checks": []})
-    version = store.save(make_params(), fields)  # random weights: they cannot add
-    assert store.gate(version, 64)["passed"] is True  # the recorded result covers 64
-    fresh = store.gate(version, 128)
-    assert fresh["passed"] is False and fresh["max_bits"] == 128
-    assert store.record(version)["gate"]["max_bits"] == 64  # versions are immutable
-    with pytest.raises(GateFailed):
-        store.activate(version, max_bits=128)
+def test_activation_runs_the_gate_on_the_weights_not_the_record(store: ModelStore) -> None:
+    """A record claiming a pass (copied from a good version) does not make weights add."""
+    version = store.save(make_params(), make_fields())  # random weights, a recorded pass
+    assert store.record(version)["gate"]["passed"] is True
+    with pytest.raises(GateFailed) as caught:
+        store.activate(version)
+    assert caught.value.check == "exhaustive_8bit"
+    assert store.current() is None and store.last_good() is None
+    fresh = store.promotion(version, 128)
+    assert fresh.passed is False and fresh.gate["max_bits"] == 128
+    assert store.record(version)["gate"]["max_bits"] == 4096  # versions are immutable
+
+
+def test_activation_is_a_compare_and_set_on_current(store: ModelStore, adder_params) -> None:
+    first = store.save(adder_params, make_fields(ADDER), activate=True)
+    second = store.save(adder_params, make_fields(ADDER))
+    third = store.save(adder_params, make_fields(ADDER))
+    store.activate(second)  # a rollback or another job, after a job started from `first`
+    with pytest.raises(store_module.CurrentChanged) as caught:
+        store.activate(third, expect_current=first)
+    assert caught.value.found == second and store.current() == second
+    store.activate(third, expect_current=second)
+    assert store.current() == third
+    empty = ModelStore(store.root.parent / "empty")
+    version = empty.save(adder_params, make_fields(ADDER))
+    with pytest.raises(store_module.CurrentChanged):
+        empty.activate(version, expect_current=first)
+    empty.activate(version, expect_current=None)  # None: there must be no CURRENT yet
+    assert empty.current() == version
 
 
 def test_save_runs_and_records_the_gate(store: ModelStore) -> None:
@@ -588,8 +608,9 @@ def test_save_runs_and_records_the_gate(store: ModelStore) -> None:
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
-def test_write_errors_propagate_and_leave_nothing(store: ModelStore, monkeypatch, code) -> None:
-    first = store.save(make_params(1), make_fields(), activate=True)
+def test_write_errors_propagate_and_leave_nothing(store: ModelStore, monkeypatch, code,
+                                                 adder_params: dict) -> None:
+    first = store.save(adder_params, make_fields(ADDER), activate=True)
 
     def failing(path, data):
         raise OSError(code, os.strerror(code))

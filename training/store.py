@@ -7,6 +7,7 @@ they reach API clients; ModelError.path keeps the full path for logs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -15,7 +16,7 @@ import re
 import secrets
 import shutil
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ Params = dict[str, np.ndarray]
 
 FORMAT_VERSION = 1
 WEIGHTS, RECORD, CURRENT, LAST_GOOD = "weights.npz", "model.json", "CURRENT", "LAST_GOOD"
+ACTIVATION_LOCK = ".activate.lock"  # serializes activations: compare-and-set on CURRENT
 MAX_RECORD_BYTES = 4 << 20  # model.json holds the training history: generous, but bounded
 REMEMBERED_FAILURES = 64
 STORE_FIELDS = ("format_version", "version", "created_at", "sha256")
@@ -66,13 +68,49 @@ class VersionNotFound(ModelError):
     """No stored version has this id (or the id is not a valid version id)."""
 
 
-class GateFailed(ModelError):
+class NotPromotable(ModelError):
+    """A version may not go live unless forced; .promotion says what was established about it."""
+
+    def __init__(self, path: str | Path, promotion: Promotion, problem: str,
+                 root: str | Path | None = None) -> None:
+        self.promotion = promotion
+        super().__init__(path, problem, root)
+
+
+class GateFailed(NotPromotable):
     """A version fails the promotion gate; .gate is the result and .check the failing check."""
 
-    def __init__(self, path: str | Path, gate: dict, root: str | Path | None = None) -> None:
-        self.gate = gate
-        self.check = str(gate.get("failed"))
-        super().__init__(path, f"fails the promotion gate at check {self.check!r}", root)
+    def __init__(self, path: str | Path, promotion: Promotion,
+                 root: str | Path | None = None) -> None:
+        self.gate = promotion.gate
+        self.check = str(promotion.gate.get("failed"))
+        super().__init__(path, promotion, f"fails the promotion gate at check {self.check!r}", root)
+
+
+class CurrentChanged(ModelError):
+    """CURRENT no longer names the version the caller started from (compare-and-set lost)."""
+
+    def __init__(self, path: str | Path, expected: str | None, found: str | None,
+                 root: str | Path | None = None) -> None:
+        self.expected, self.found = expected, found
+        super().__init__(path, f"names {found!r}, not {expected!r} as expected: another "
+                         "activation or rollback came first", root)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What activation established about a version from its weights, not from its record."""
+
+    version: str
+    gate: dict
+
+    @property
+    def passed(self) -> bool:
+        """May go live without force."""
+        return self.gate["passed"] is True
+
+
+ANY_CURRENT: Any = object()  # activate() without a compare-and-set on CURRENT
 
 
 @dataclass(frozen=True)
@@ -353,16 +391,10 @@ class ModelStore:
             problem = f"names {version!r}, not a stored version"
             raise self._error(self.current_file, problem) from exc
 
-    def gate(self, version: str, max_bits: int) -> dict:
-        """The gate result for max_bits: the recorded one if it covers max_bits, else run now."""
-        return self._gate(self.load(version), max_bits)
-
-    def _gate(self, model: Model, max_bits: int) -> dict:
-        """Recorded result if wide enough; version directories are immutable, so not rewritten."""
-        recorded = model.record.get("gate")
-        if isinstance(recorded, dict) and recorded["max_bits"] >= max_bits:
-            return recorded
-        return run_gate(Predictor(model.params), max_bits)
+    def promotion(self, version: str, max_bits: int) -> Promotion:
+        """Load a version and run the gate on its weights now: what a record says is not trusted."""
+        model = self.load(version)
+        return Promotion(version, run_gate(Predictor(model.params), max_bits))
 
     def save(
         self,
@@ -421,16 +453,33 @@ class ModelStore:
             self.activate(version, max_bits=max_bits)
         return version
 
-    def activate(self, version: str, *, force: bool = False, max_bits: int = 4096) -> dict:
-        """Validate a version and gate it, then point CURRENT at it atomically; return the gate.
+    def activate(self, version: str, *, force: bool = False, max_bits: int = 4096,
+                 expect_current: str | None = ANY_CURRENT) -> Promotion:
+        """Establish that a version may go live, then point CURRENT at it atomically.
 
-        A version that fails the gate goes live only with force, and never becomes LAST_GOOD.
+        A version that is not promotable goes live only with force, and never becomes LAST_GOOD.
+        With expect_current, CURRENT must still name that version (None: no CURRENT) when it is
+        replaced, else CurrentChanged: a job started from one version never undoes a rollback.
         """
-        model = self.load(version)
-        gate = self._gate(model, max_bits)
-        if not gate["passed"] and not force:
-            raise GateFailed(self.root / version / RECORD, gate, self.root)
-        atomic_write(self.current_file, f"{version}\n".encode())
-        if gate["passed"]:
-            atomic_write(self.last_good_file, f"{version}\n".encode())
-        return gate
+        promotion = self.promotion(version, max_bits)
+        if not promotion.passed and not force:
+            raise GateFailed(self.root / version / RECORD, promotion, self.root)
+        with self._activation_lock():
+            if expect_current is not ANY_CURRENT:
+                found = self.current()
+                if found != expect_current:
+                    raise CurrentChanged(self.current_file, expect_current, found, self.root)
+            atomic_write(self.current_file, f"{version}\n".encode())
+            if promotion.passed:
+                atomic_write(self.last_good_file, f"{version}\n".encode())
+        return promotion
+
+    @contextlib.contextmanager
+    def _activation_lock(self) -> Iterator[None]:
+        """An exclusive flock across processes and replicas, held while CURRENT is replaced."""
+        fd = os.open(self.root / ACTIVATION_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
