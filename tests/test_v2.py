@@ -124,7 +124,8 @@ def test_server_metadata(client: FlaskClient) -> None:
     assert list(body) == ["name", "version", "extensions"]
     assert body["name"] == "rnnadd"
     assert isinstance(body["version"], str) and body["version"]
-    assert body["extensions"] == ["binary_tensor_data"]
+    assert body["extensions"] == ["binary_tensor_data", "model_repository", "model_configuration",
+                                  "statistics"]
 
 
 @pytest.mark.parametrize("path", ["/v2/health/live", "/v2/health/ready",
@@ -571,9 +572,10 @@ def test_bad_encodings(client: FlaskClient, headers: dict, data: bytes, status: 
     ("GET", "/v2/models/rnnadd/versions/latest", 404, "no stored version"),
     ("GET", "/v2/models/rnnadd/infer", 405, "GET is not allowed"),
     ("POST", "/v2/health/live", 405, "POST is not allowed"),
-    ("GET", "/v2/models/rnnadd/config", 404, "no such endpoint"),
-    ("GET", "/v2/repository/index", 404, "no such endpoint"),
-    ("GET", "/v2/", 404, "no such endpoint"),
+    ("GET", "/v2/models/other/config", 404, "unknown model 'other'"),
+    ("GET", "/v2/models/other/stats", 404, "unknown model 'other'"),
+    ("GET", "/v2/repository/index", 405, "GET is not allowed"),
+    ("GET", "/v2/models/rnnadd/nothing", 404, "no such endpoint"),
 ])
 def test_unknown_models_versions_and_routes(client: FlaskClient, method: str, path: str,
                                             status: int, fragment: str) -> None:
