@@ -8,6 +8,7 @@ every worker's requests, REST and gRPC alike.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -16,7 +17,7 @@ from service import activation, oip
 from service.auth import require_admin
 from service.context import services
 from service.errors import Conflict, V2Error
-from service.inputs import read_json
+from service.inputs import read_body
 
 # Every route that answers inferences of the model: /v1, /v2 REST and gRPC.
 INFERENCE_ENDPOINTS = frozenset({
@@ -36,7 +37,13 @@ def _check_name(model_name: str) -> None:
 
 def _options(allowed: frozenset[str], where: str) -> dict[str, Any]:
     """The optional JSON body's object at `where` (top level when empty), unknown keys refused."""
-    body = read_json(request.environ, services().settings.max_body, allow_empty=True)
+    data = read_body(request.environ, services().settings.max_body)
+    try:  # like /v2 infer, whatever the Content-Type (tritonclient sends none)
+        body = json.loads(data) if data.strip() else {}
+    except (ValueError, RecursionError) as exc:
+        raise V2Error(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise V2Error("the request body must be a JSON object")
     options = body.get(where, {}) if where else body
     if not isinstance(options, dict):
         raise V2Error(f"{where} must be a JSON object")
