@@ -28,6 +28,10 @@ log = logging.getLogger("rnnadd.grpc")
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Health service names: these follow readiness (a model is loaded); "liveness" is SERVING while
+# the server runs, for probes that must not restart a live worker that has no model yet.
+READINESS_NAMES = ("", SERVICE, "readiness")
+LIVENESS = "liveness"
 
 
 @dataclass
@@ -57,7 +61,7 @@ def _follow_readiness(services: Services, servicer: health.HealthServicer,
     while True:
         status = SERVING if services.holder.current() is not None else NOT_SERVING
         if status != last:
-            for name in ("", SERVICE):
+            for name in READINESS_NAMES:
                 servicer.set(name, status)
             last = status
         if stopped.wait(period):
@@ -81,6 +85,7 @@ def start(services: Services, bind: str) -> GrpcServer:
         experimental_non_blocking=True,
         experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),
     )
+    checker.set(LIVENESS, SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection((SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(bind)

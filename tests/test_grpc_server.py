@@ -60,7 +60,7 @@ def check(target: str, service: str = "") -> int:
         return health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status
 
 
-@pytest.mark.parametrize("service", ["", SERVICE])
+@pytest.mark.parametrize("service", ["", SERVICE, "readiness", "liveness"])
 def test_health_check_serves_while_ready(server: servers.Server, service: str) -> None:
     assert check(server.grpc, service) == SERVING
 
@@ -152,6 +152,7 @@ def test_health_watch_follows_readiness(modelless: tuple[subprocess.Popen, str, 
         except grpc.RpcError:
             time.sleep(0.1)
     assert status == NOT_SERVING
+    assert check(target, "readiness") == NOT_SERVING and check(target, "liveness") == SERVING
     client = grpcclient.InferenceServerClient(target)
     assert client.is_server_live() and not client.is_server_ready()
     with pytest.raises(InferenceServerException) as info:
