@@ -38,7 +38,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 from benchmarks import load
-from tests import servers
 
 HOST = "127.0.0.1"
 INFER_RPC = "/inference.GRPCInferenceService/ModelInfer"
@@ -113,6 +112,8 @@ def mlserver(executable: str, tmp: Path, model_dir: Path) -> Iterator[MLServer]:
 
     MLServer takes fixed ports, so free ones are picked just before it starts.
     """
+    from tests import servers
+
     folder = tmp / "mlserver"
     (folder / "rnnadd").mkdir(parents=True)
     ports = [servers.free_port() for _ in range(3)]
@@ -196,7 +197,7 @@ def grpc_load(target: str, body: bytes, seconds: float, processes: int,
               threads: int) -> load.Result:
     """Processes x threads gRPC channels, each one call at a time, like load.python_load."""
     context = multiprocessing.get_context("spawn")
-    start = time.time() + 0.5
+    start = time.time() + 1.0  # every process is up (and has imported grpc) before the clock
     with ProcessPoolExecutor(processes, mp_context=context) as pool:
         futures = [pool.submit(_grpc_process, target, body, threads, start, seconds)
                    for _ in range(processes)]
@@ -264,6 +265,7 @@ def main() -> None:
     import grpc
     from threadpoolctl import threadpool_info, threadpool_limits
 
+    from tests import servers
     from training.predictor import Predictor
     from training.store import ModelStore
 
@@ -323,21 +325,24 @@ def main() -> None:
             })
             print(f"10,000-pair batches ({bits} bits), one request at a time", flush=True)
 
-            def in_process() -> None:
+            def in_process() -> float:
                 with threadpool_limits(1):  # as gunicorn's workers run (service/gunicorn.conf.py)
-                    predictor.add(a, b, bits)
+                    return BATCH * sequential(args.seconds, lambda: predictor.add(a, b, bits))
+
+            def rest_batch(body: bytes, headers: dict[str, str]) -> Callable[[], float]:
+                def phase() -> float:  # a new connection: the last one idled past keep-alive
+                    fresh = Rest(service.port)
+                    return BATCH * sequential(args.seconds, lambda: fresh.post(body, headers))
+                return phase
 
             batch = rounds(args.rounds, {
                 "gRPC raw, service": lambda: BATCH * sequential(
                     args.seconds, lambda: ours(batch_grpc, timeout=30)),
-                "REST binary, service": lambda: BATCH * sequential(
-                    args.seconds, lambda: rest.post(batch_binary, binary_headers)),
-                "REST JSON, service": lambda: BATCH * sequential(
-                    args.seconds, lambda: rest.post(batch_json, json_headers)),
+                "REST binary, service": rest_batch(batch_binary, binary_headers),
+                "REST JSON, service": rest_batch(batch_json, json_headers),
                 "gRPC raw, MLServer": lambda: BATCH * sequential(
                     args.seconds, lambda: theirs(batch_grpc, timeout=60)),
-                "Predictor.add, in process": lambda: BATCH * sequential(args.seconds,
-                                                                       in_process),
+                "Predictor.add, in process": in_process,
             })
             busy = other_load.share()
     finally:
