@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import json
 import multiprocessing
@@ -36,6 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from benchmarks import load
 
@@ -241,13 +243,21 @@ def rest_binary_sums(data: bytes, headers: dict[str, str]) -> list[int]:
 
 # --- the run ------------------------------------------------------------------------------------
 
-def rounds(count: int, phases: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+def with_cpu(pid: int, run: Callable[[], load.Result]) -> load.Result:
+    """A load phase, with the CPU seconds the server's process tree used meanwhile."""
+    before = load.tree_ticks(pid)
+    result = run()
+    return dataclasses.replace(result, server_cpu=(load.tree_ticks(pid) - before) / load.TICKS)
+
+
+def rounds(count: int, phases: dict[str, Callable[[], Any]]) -> dict[str, list[Any]]:
     """Each phase once per round, the order reversed every other round."""
     names, results = list(phases), {name: [] for name in phases}
     for index in range(count):
         for name in names if index % 2 == 0 else names[::-1]:
             results[name].append(phases[name]())
-            print(f"  round {index + 1} {name}: {results[name][-1]:,.0f}", flush=True)
+            value = results[name][-1]
+            print(f"  round {index + 1} {name}: {getattr(value, 'rate', value):,.0f}", flush=True)
     return results
 
 
@@ -312,16 +322,16 @@ def main() -> None:
             print(f"single pairs: {args.processes} processes x {args.threads} connections, "
                   f"{args.seconds:g} s per phase, {args.rounds} rounds", flush=True)
 
-            def concurrent(target: str) -> Callable[[], float]:
-                return lambda: grpc_load(target, single_grpc, args.seconds, args.processes,
-                                         args.threads).rate
+            def concurrent(target: str, pid: int) -> Callable[[], load.Result]:
+                return lambda: with_cpu(pid, lambda: grpc_load(
+                    target, single_grpc, args.seconds, args.processes, args.threads))
 
             single = rounds(args.rounds, {
-                "gRPC, service": concurrent(service.grpc),
-                "gRPC, MLServer": concurrent(other.grpc),
-                "REST JSON, service": lambda: load.python_load(
+                "gRPC, service": concurrent(service.grpc, service.proc.pid),
+                "gRPC, MLServer": concurrent(other.grpc, other.proc.pid),
+                "REST JSON, service": lambda: with_cpu(service.proc.pid, lambda: load.python_load(
                     HOST, service.port, INFER_PATH, single_json, close=False,
-                    seconds=args.seconds, processes=args.processes, threads=args.threads).rate,
+                    seconds=args.seconds, processes=args.processes, threads=args.threads)),
             })
             print(f"10,000-pair batches ({bits} bits), one request at a time", flush=True)
 
@@ -351,9 +361,13 @@ def main() -> None:
     report(single, batch, busy, mlserver_version, threadpool_info())
 
 
-def report(single: dict[str, list[float]], batch: dict[str, list[float]], busy: float,
-           mlserver_version: str, blas: list[dict]) -> None:
+def report(single_results: dict[str, list[load.Result]], batch: dict[str, list[float]],
+           busy: float, mlserver_version: str, blas: list[dict]) -> None:
     """Medians, the ratios the targets name, and what the machine was."""
+    single = {name: [r.rate for r in results] for name, results in single_results.items()}
+    per_cpu = {name: statistics.median(r.requests / r.server_cpu for r in results
+                                       if r.server_cpu)
+               for name, results in single_results.items()}
     med = {name: statistics.median(values) for name, values in {**single, **{
         f"batch {k}": v for k, v in batch.items()}}.items()}
     print(f"\n{platform.python_implementation()} {platform.python_version()}, "
@@ -362,9 +376,11 @@ def report(single: dict[str, list[float]], batch: dict[str, list[float]], busy: 
     print("BLAS: " + "; ".join(f"{i.get('internal_api')} {i.get('version')} "
                                f"{i.get('architecture')} threads={i.get('num_threads')}"
                                for i in blas))
-    print("\n| single pairs, concurrent | calls/s (median) | min-max |\n| --- | --- | --- |")
+    print("\n| single pairs, concurrent | calls/s (median) | min-max | calls per server "
+          "CPU-second |\n| --- | --- | --- | --- |")
     for name, values in single.items():
-        print(f"| {name} | {med[name]:,.0f} | {min(values):,.0f}-{max(values):,.0f} |")
+        print(f"| {name} | {med[name]:,.0f} | {min(values):,.0f}-{max(values):,.0f} | "
+              f"{per_cpu[name]:,.0f} |")
     print("\n| 10,000-pair batches, sequential | pairs/s (median) | min-max |\n| --- | --- | --- |")
     for name, values in batch.items():
         print(f"| {name} | {med['batch ' + name]:,.0f} | {min(values):,.0f}-{max(values):,.0f} |")
@@ -375,8 +391,15 @@ def report(single: dict[str, list[float]], batch: dict[str, list[float]], busy: 
         "batch_vs_in_process": med["batch gRPC raw, service"]
         / med["batch Predictor.add, in process"],
     }
+    ratios["single_vs_rest_json per server CPU"] = (per_cpu["gRPC, service"]
+                                                    / per_cpu["REST JSON, service"])
+    ratios["single_vs_mlserver per server CPU"] = (per_cpu["gRPC, service"]
+                                                   / per_cpu["gRPC, MLServer"])
     print("\n| ratio | measured | target |\n| --- | --- | --- |")
     for name, value in ratios.items():
+        if name not in TARGETS:
+            print(f"| {name} | {value:.2f} | (capacity; for comparison) |")
+            continue
         mark = "met" if value >= TARGETS[name] else "NOT met"
         print(f"| {name} | {value:.2f} | >= {TARGETS[name]:g} ({mark}) |")
 
