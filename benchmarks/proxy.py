@@ -71,11 +71,12 @@ def _compose() -> list[str]:
     raise SystemExit("needs Docker Compose (`docker compose` or `docker-compose`)")
 
 
-def _get(host: str, port: int, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+def _get(host: str, port: int, path: str, body: bytes | None = None,
+         timeout: float = 30) -> tuple[int, bytes]:
     req = urllib.request.Request(f"http://{host}:{port}{path}", data=body,
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -93,14 +94,24 @@ def _wait(check: Callable[[], bool], what: str, timeout: float = 120) -> None:
 
 
 @contextlib.contextmanager
-def stack(replicas: int, compose: list[str]) -> Iterator[tuple[Setup, str]]:
-    """A compose project with the proxy and `replicas` api replicas; (setup, project)."""
+def stack(replicas: int, compose: list[str],
+          proxy_env: dict[str, str] | None = None) -> Iterator[tuple[Setup, str]]:
+    """A compose project with the proxy and `replicas` api replicas; (setup, project).
+
+    proxy_env: variables for the proxy container only (through an override file)."""
     project = f"rnnaddbench{replicas}x{secrets.token_hex(3)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RNNADD_")}
     # RNNADD_PORT=0: Docker picks a free port on 127.0.0.1, read back with `compose port`
     env.update(COMPOSE_PROJECT_NAME=project, RNNADD_PORT="0", RNNADD_IMAGE="rnnadd:bench",
                RNNADD_PROXY_IMAGE="rnnadd-proxy:bench", WEB_CONCURRENCY="2")
     base = [*compose, "-p", project]
+    override = None
+    if proxy_env:
+        handle, override = tempfile.mkstemp(prefix="rnnadd-bench-", suffix=".yml")
+        with os.fdopen(handle, "w") as out:
+            out.write(json.dumps({"services": {"proxy": {"environment": [
+                f"{k}={v}" for k, v in proxy_env.items()]}}}))  # JSON is YAML
+        base += ["-f", str(ROOT / "docker-compose.yml"), "-f", override]
     try:
         _run([*base, "up", "-d", "--scale", f"api={replicas}"], env)
         port = int(_run([*base, "port", "proxy", "8000"], env).strip().rsplit(":", 1)[1])
@@ -122,6 +133,8 @@ def stack(replicas: int, compose: list[str]) -> Iterator[tuple[Setup, str]]:
     finally:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             _run([*base, "down", "-v", "--timeout", "10"], env, timeout=180)
+        if override:
+            os.unlink(override)
 
 
 @contextlib.contextmanager

@@ -44,12 +44,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     store = ModelStore(settings.model_dir)
+    try:
+        if removed := store.clean_stale():
+            log.info("removed %d stale temporary entries of crashed writers", len(removed))
+    except OSError as exc:  # a read-only model directory: nothing to clean, serving goes on
+        log.warning("cannot clean stale temporary files: %s", exc.strerror)
     app_metrics = metrics.Metrics()
     holder = ModelHolder(store, settings.reload_interval, events=app_metrics)
     if not holder.load():
         log.error("starting without a model (/readyz answers 503): %s", holder.reason)
     runtime = Runtime(settings, holder, app_metrics)
-    jobs = JobManager(store.root, settings.max_bits, keep=settings.job_history)
+    jobs = JobManager(store.root, settings.max_bits, keep=settings.job_history,
+                      keep_models=settings.model_history)
     app_metrics.add_jobs_collector(jobs.outcomes, jobs.active)
     app.extensions[EXTENSION] = Services(settings, store, holder, runtime, app_metrics, jobs)
 

@@ -37,6 +37,15 @@ def check_admin(configured: str | None, authorization: str | None) -> None:
         )
 
 
+def caller_is_admin() -> bool:
+    """Whether this request carries the admin token; a wrong token is a 401, not "no"."""
+    authorization = request.headers.get("Authorization")
+    if authorization is None:
+        return False
+    check_admin(current_app.config.get("ADMIN_TOKEN"), authorization)
+    return True
+
+
 def require_admin(view: Callable[P, R]) -> Callable[P, R]:
     """Guard a view with the admin token configured for the app (RNNADD_ADMIN_TOKEN)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
@@ -17,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:rnnadd:problem:"
 V2_PREFIX = "/v2"
+CLOSE_KEY = "rnnadd.close"  # environ flag: close the connection after this response
 
 log = logging.getLogger("rnnadd.errors")
 
@@ -63,6 +65,13 @@ class BadRequest(APIError):
     """A value in the request is invalid."""
 
     status, title, slug = 400, "Bad Request", "bad-request"
+
+
+class MalformedBody(BadRequest):
+    """The body's framing is broken or the client stopped sending it: the client's fault, and
+    the connection cannot be reused (where the next request starts is unknown)."""
+
+    slug = "malformed-body"
 
 
 class Unauthorized(APIError):
@@ -203,8 +212,29 @@ def unexpected(exc: BaseException, environ: dict[str, Any]) -> APIError:
                     extra={"request_id": request_id} if request_id else None)
 
 
+def relative_redirect(response: Response) -> Response:
+    """Werkzeug's own redirects (merged slashes, a missing trailing slash) build an absolute
+    Location from the client's Host header and an HTML body: keep the path alone, say it in
+    JSON, so no client-chosen host is ever echoed as a place to go."""
+    location = response.headers.get("Location")
+    if not 300 <= response.status_code < 400 or not location:
+        return response
+    target = urlsplit(location)
+    if target.scheme or target.netloc:
+        path = "/" + target.path.lstrip("/")  # never //host: that is absolute again
+        location = path + (f"?{target.query}" if target.query else "")
+        response.headers["Location"] = location
+    if response.mimetype == "text/html":
+        body = {"type": PROBLEM_BASE + "moved", "title": "Moved", "status": response.status_code,
+                "detail": f"This resource is at {location}."}
+        response.set_data(json.dumps(body) + "\n")
+        response.mimetype = PROBLEM_JSON
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     """Install the single mapping from exceptions to error bodies."""
+    app.after_request(relative_redirect)
 
     @app.errorhandler(APIError)
     def _api_error(error: APIError) -> Response:

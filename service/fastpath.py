@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from service.errors import APIError
-from service.inputs import parse_pair_body
+from service.inputs import STREAM_ERRORS, FailedStream, parse_pair_body
 from service.predict import format_one
 from service.reqlog import RULE_KEY
 from service.runtime import AUTO, Runtime
@@ -42,7 +42,14 @@ class PredictFastPath:
                 or not length.isdigit() or int(length) > self.max_body
                 or "HTTP_TRANSFER_ENCODING" in environ):
             return self.app(environ, start_response)
-        data = environ["wsgi.input"].read(int(length))
+        try:
+            data = environ["wsgi.input"].read(int(length))
+        except STREAM_ERRORS as exc:  # broken framing, a dropped client: Flask explains it
+            environ["wsgi.input"] = FailedStream(exc)
+            return self.app(environ, start_response)
+        if len(data) != int(length):  # the upload stopped short: never answer a partial body
+            environ["wsgi.input"] = io.BytesIO(data)
+            return self.app(environ, start_response)
         try:
             text = self.answer(data)
         except (APIError, ValueError, RecursionError):  # ours to explain: Flask renders it

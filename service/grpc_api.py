@@ -16,11 +16,12 @@ from typing import Any
 import grpc
 
 from service import errors, oip
+from service.auth import check_admin
 from service.context import Services
 from service.errors import APIError, V2Error
 from service.proto import open_inference_grpc_pb2 as pb
 from service.reqlog import Clock, request_id
-from service.runtime import AUTO
+from service.runtime import AUTO, Prediction
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 # The repeated field of InferTensorContents that holds each accepted datatype.
@@ -30,6 +31,7 @@ CONTENTS_FIELDS = {
     "UINT32": "uint_contents", "UINT64": "uint64_contents", "BYTES": "bytes_contents",
 }
 REQUEST_ID_KEY = "x-request-id"
+AUTHORIZATION_KEY = "authorization"  # "Bearer <token>", as the REST header
 LINE = ('{"ts": "%s", "level": "info", "event": "request", "protocol": "grpc", "method": "POST", '
         '"path": "%s", "status": "%s", "duration_ms": %.3f, "request_id": "%s"}\n')
 
@@ -105,14 +107,20 @@ def infer_header(request: pb.ModelInferRequest) -> tuple[dict[str, Any], bytes]:
     return header, b"".join(raw)
 
 
-def infer_response(request: pb.ModelInferRequest, req: oip.InferRequest, version: str,
-                   sums: list[int], bits: int) -> pb.ModelInferResponse:
-    """Outputs as raw_output_contents (when inputs came raw, as Triton answers) or contents."""
-    response = pb.ModelInferResponse(model_name=oip.MODEL_NAME, model_version=version,
+def infer_response(request: pb.ModelInferRequest, req: oip.InferRequest,
+                   prediction: Prediction) -> pb.ModelInferResponse:
+    """Outputs as raw_output_contents (when inputs came raw, as Triton answers) or contents.
+
+    An untrusted version's answer carries the same markers as REST's: trusted and forced.
+    """
+    response = pb.ModelInferResponse(model_name=oip.MODEL_NAME, model_version=prediction.version,
                                      id=request.id)
-    response.parameters["bits"].int64_param = bits
+    response.parameters["bits"].int64_param = prediction.bits
+    if not prediction.trusted:
+        response.parameters["trusted"].bool_param = False
+        response.parameters["forced"].bool_param = prediction.forced
     raw = any(requested.binary for requested in req.outputs)
-    for requested, datatype, values in oip.outputs(req, sums, bits):
+    for requested, datatype, values in oip.outputs(req, prediction.sums, prediction.bits):
         tensor = response.outputs.add(name=requested.name, datatype=datatype, shape=[len(values)])
         if raw:
             response.raw_output_contents.append(oip.tensor_bytes(datatype, values))
@@ -141,6 +149,15 @@ class InferenceServicer:
         self.clock = Clock()
         self.access_log = services.settings.access_log
 
+    def admin(self, context: Any) -> bool:
+        """Whether the call carries the admin token (authorization metadata); wrong: refused."""
+        supplied = next((value for key, value in context.invocation_metadata()
+                         if key == AUTHORIZATION_KEY), None)
+        if supplied is None:
+            return False
+        check_admin(self.services.settings.admin_token, str(supplied))
+        return True
+
     def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         """Always live while it answers."""
         return pb.ServerLiveResponse(live=True)
@@ -155,7 +172,7 @@ class InferenceServicer:
         if not request.version:
             return pb.ModelReadyResponse(ready=self.services.holder.current() is not None)
         try:
-            self.runtime.model(request.version)
+            self.runtime.model(request.version, admin=self.admin(context))
         except APIError as exc:
             if exc.status == 404:
                 raise
@@ -172,21 +189,25 @@ class InferenceServicer:
         """Versions, platform and tensors, as GET /v2/models/rnnadd."""
         _check_name(request.name)
         self.runtime.model(request.version or None)
-        versions = [r["version"] for r in self.services.store.versions() if "error" not in r]
+        store = self.services.store
+        listed, _ = store.page(len(store.version_ids()) or 1)  # cached summaries, as REST
+        versions = [r["version"] for r in listed if "error" not in r]
         return pb.ModelMetadataResponse(**oip.model_metadata(versions))
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         """Decode as REST does, predict through the inference core, encode."""
         _check_name(request.model_name)
-        runtime, version = self.runtime, request.model_version or None
-        if version is not None:
-            runtime.model(version)  # an unknown version is NOT_FOUND whatever the inputs hold
+        runtime, version, admin = self.runtime, request.model_version or None, False
+        if version is not None:  # unknown: NOT_FOUND, untrusted: PERMISSION_DENIED, first
+            admin = self.admin(context)
+            runtime.model(version, admin=admin)
         header, binary = infer_header(request)
         req = oip.parse_infer_header(header, binary, runtime.max_batch, runtime.max_digits,
                                      binary_output=bool(request.raw_input_contents))
         prediction = runtime.predict(req.a, req.b, req.parameters.get("bits", AUTO), version,
-                                     name=lambda i, j: f"input {oip.INPUT_NAMES[j]!r}[{i}]")
-        return infer_response(request, req, prediction.version, prediction.sums, prediction.bits)
+                                     name=lambda i, j: f"input {oip.INPUT_NAMES[j]!r}[{i}]",
+                                     admin=admin)
+        return infer_response(request, req, prediction)
 
     def observed(self, method: str, behavior: Callable[[Any, Any], Any]) -> Callable:
         """Wrap one method: request id, errors to status codes, metrics and the access log."""

@@ -50,6 +50,9 @@ loglevel = _settings.log_level
 # filesystem or a home-less user cannot create. Off unless a path is given explicitly.
 control_socket = _settings.control_socket
 control_socket_disable = not control_socket
+# SCRIPT_NAME, PATH_INFO and X-Forwarded-Proto are taken from these peers only (gunicorn trusts
+# loopback by default, so any local client could set them); empty: from nobody.
+forwarded_allow_ips = _settings.forwarded_allow_ips
 # Worker heartbeats: a RAM-backed directory, so a slow or read-only disk never stalls them.
 worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 

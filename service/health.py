@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from service.models_api import serving_state
+from service.model import serving_state
 from service.runtime import Runtime
 
 

@@ -7,11 +7,20 @@ Only types are checked here; every limit (widths, batch size, work) is the infer
 from __future__ import annotations
 
 import json
+import logging
 import re
 from operator import itemgetter
 from typing import Any
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from gunicorn.http.errors import ParseException
+
+from service.errors import (
+    CLOSE_KEY,
+    BadRequest,
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from service.runtime import describe, integer
 
 DIGITS = re.compile(r"[0-9]+")
@@ -19,6 +28,39 @@ PREDICT_FIELDS = frozenset({"a", "b", "bits", "trace"})
 BATCH_FIELDS = frozenset({"pairs", "bits"})
 FIRST, SECOND = itemgetter(0), itemgetter(1)
 CHUNK = 64 * 1024
+# What a server's input stream raises for a client's broken framing or a dropped connection:
+# gunicorn's parse errors (bad chunk sizes, extensions, trailers) and socket errors.
+STREAM_ERRORS = (ParseException, OSError, ValueError)
+
+log = logging.getLogger("rnnadd.inputs")
+
+
+class FailedStream:
+    """Stands in for a wsgi.input whose read already failed, so the Flask app explains it."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def read(self, size: int = -1) -> bytes:
+        """Raise the original error again."""
+        raise self.error
+
+
+def unreadable(environ: dict[str, Any], detail: str) -> MalformedBody:
+    """The 400 for a body that cannot be read; the connection is closed after it."""
+    environ[CLOSE_KEY] = True
+    log.info("unreadable request body on %s %s: %s", environ.get("REQUEST_METHOD"),
+             environ.get("PATH_INFO"), detail)
+    return MalformedBody(f"The request body could not be read: {detail}")
+
+
+def read_stream(environ: dict[str, Any], size: int) -> bytes:
+    """Up to size bytes of the body; framing errors and aborted uploads are the client's 400."""
+    try:
+        return environ["wsgi.input"].read(size)
+    except STREAM_ERRORS as exc:
+        reason = str(exc)[:200] or type(exc).__name__
+        raise unreadable(environ, f"{type(exc).__name__}: {reason}") from exc
 
 
 def read_body(environ: dict[str, Any], limit: int) -> bytes:
@@ -27,19 +69,22 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
     Chunked bodies are read in pieces until one byte past the limit, so an oversized body is
     a 413 rather than silently cut at the limit.
     """
-    stream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH") or ""
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if length.isdigit() and not chunked:
         size = int(length)
         if size > limit:
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-        return stream.read(size) if size else b""
+        data = read_stream(environ, size) if size else b""
+        if len(data) < size:
+            raise unreadable(environ, f"it ended after {len(data)} of the {size} bytes its "
+                                      "Content-Length announced")
+        return data
     if not chunked and not environ.get("wsgi.input_terminated"):
         return b""  # no length and no framing: there is no body
     pieces, total = [], 0
     while total <= limit:
-        piece = stream.read(min(CHUNK, limit + 1 - total))
+        piece = read_stream(environ, min(CHUNK, limit + 1 - total))
         if not piece:
             break
         pieces.append(piece)

@@ -6,6 +6,8 @@ Layout under the model directory (shared by every worker and replica):
   jobs/<id>.lock       exclusive flock held for the job's whole life, so a dead job is detectable
   jobs/<id>.log        the training process's stdout and stderr
   jobs/<id>.cancel     asks the training process to stop (any replica can write it)
+  jobs/<id>.final      space for the terminal record, taken at submit: on a disk out of space
+                       or inodes the job's end (and its cause) is still recorded
   jobs/outcomes.json   finished jobs by outcome, so a metrics scrape reads one small file
 
 Why submitting is race-free: submit takes the training lock itself (non-blocking; held means
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from service import errors
-from training.files import atomic_write
+from training.files import atomic_write, read_regular
 from training.ids import new_version_id
 from training.train import ConfigError, config_from_request
 
@@ -39,6 +41,29 @@ ACTIVE = ("queued", "running")
 OUTCOMES = ("succeeded", "failed", "rejected", "cancelled")
 DIED = "training process exited unexpectedly"
 CANCEL_WAIT = 5.0  # seconds DELETE waits for the trainer to stop before answering 202
+MAX_JOB_RECORD = 4 << 20  # a record holds params, progress, metrics and the gate's checks
+RESERVED_BYTES = 64 * 1024  # the terminal record's room, taken when the job is submitted
+SUFFIXES = (".log", ".cancel", ".final", ".lock", ".json")  # removal order: record last
+PATH_RE = re.compile(r"(?<![\w.])/(?:[^\s'\"():,/]+/)+([^\s'\"():,/]+)")
+
+
+def public_error(exc: BaseException, root: Path | str) -> str:
+    """An exception as a job record shows it: its cause, and file names relative to root.
+
+    Records are readable by anyone, so no server path appears in them; an OSError keeps its
+    strerror (e.g. "No space left on device"), which is the part an operator acts on.
+    """
+    prefixes = {f"{Path(root)}/", f"{Path(root).resolve()}/"}
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename is not None:
+            text += f" ({exc.filename})"
+    else:
+        text = str(exc)
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        text = text.replace(prefix, "")
+    text = PATH_RE.sub(lambda m: m.group(1), text)  # any other absolute path: its name only
+    return f"{type(exc).__name__}: {text}"
 
 
 def utc_now() -> str:
@@ -64,14 +89,43 @@ class JobFiles:
         data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
         atomic_write(self.path(record["id"], ".json"), data)
 
+    def reserve(self, job_id: str) -> None:
+        """Take the room of the job's terminal record now, while the disk has it."""
+        with open(self.path(job_id, ".final"), "xb") as handle:
+            handle.write(b" " * RESERVED_BYTES)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def write_reserved(self, record: dict) -> None:
+        """Write a record into its reserved room (no new block or inode), then rename it in.
+
+        JSON allows trailing spaces, so the record is padded to the room's size; a record too
+        large for it keeps its status, error and times and drops the rest.
+        """
+        reserve = self.path(record["id"], ".final")
+        data = json.dumps(record, sort_keys=True).encode()
+        if len(data) > RESERVED_BYTES - 1:
+            kept = ("id", "status", "error", "model_version", "params", "created_at",
+                    "started_at", "finished_at", "max_bits", "pid")
+            data = json.dumps({k: record.get(k) for k in kept}, sort_keys=True).encode()
+        fd = os.open(reserve, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.pwrite(fd, data.ljust(RESERVED_BYTES - 1) + b"\n", 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(reserve, self.path(record["id"], ".json"))
+
     def read(self, job_id: str) -> dict | None:
         """The stored record; None when there is none; JobRecordError when it is damaged."""
         try:
-            data = self.path(job_id, ".json").read_bytes()
+            data = read_regular(self.path(job_id, ".json"), MAX_JOB_RECORD)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise JobRecordError(job_id, f"cannot be read ({exc.strerror})") from exc
+        if len(data) > MAX_JOB_RECORD:
+            raise JobRecordError(job_id, f"is larger than {MAX_JOB_RECORD:,} bytes")
         try:
             record = json.loads(data)
         except (ValueError, RecursionError) as exc:
@@ -143,7 +197,7 @@ class JobFiles:
     def read_outcomes(self) -> dict[str, int]:
         """Finished jobs by outcome; a damaged file counts as none rather than break a scrape."""
         try:
-            counts = json.loads(self.outcomes.read_bytes())
+            counts = json.loads(read_regular(self.outcomes, 1 << 16))
         except (OSError, ValueError):
             return {}
         if not isinstance(counts, dict):
@@ -151,10 +205,26 @@ class JobFiles:
         return {k: v for k, v in counts.items() if k in OUTCOMES and type(v) is int}
 
     def finish(self, record: dict, status: str, **changes: Any) -> dict:
-        """Write a terminal record and count its outcome."""
+        """Write a terminal record and count its outcome.
+
+        When the record cannot be written (a full disk, no inodes left), it goes into the room
+        reserved at submit, so the end of the job and its cause survive; a count that cannot be
+        written is lost rather than the record.
+        """
         record.update(status=status, finished_at=utc_now(), **changes)
-        self.write(record)
-        self.count_outcome(status)
+        try:
+            self.write(record)
+        except OSError:
+            if not self.path(record["id"], ".final").exists():
+                raise
+            self.write_reserved(record)
+        with contextlib.suppress(FileNotFoundError):
+            self.path(record["id"], ".final").unlink()
+        try:
+            self.count_outcome(status)
+        except OSError as exc:
+            if exc.errno not in FULL:
+                raise
         return record
 
     def alive(self, job_id: str) -> bool:
@@ -170,7 +240,7 @@ class JobFiles:
 
     def remove(self, job_id: str) -> None:
         """Delete everything a job left (record last, so a reader never sees a partial job)."""
-        for suffix in (".log", ".cancel", ".lock", ".json"):
+        for suffix in SUFFIXES:
             with contextlib.suppress(FileNotFoundError):
                 self.path(job_id, suffix).unlink()
 
@@ -249,9 +319,12 @@ class JobManager:
     """Starts, reports, lists, cancels and prunes retrain jobs; any worker serves any job."""
 
     def __init__(self, store_root: Path | str, max_bits: int, keep: int = 100,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, keep_models: int | None = None) -> None:
         if type(keep) is not int or keep < 1:
             raise ValueError(f"keep must be a positive integer, got {keep!r}")
+        if keep_models is not None and (type(keep_models) is not int or keep_models < 1):
+            raise ValueError(f"keep_models must be a positive integer, got {keep_models!r}")
+        self.keep_models = keep_models
         self.files = JobFiles(store_root)
         self.root = self.files.root
         self.max_bits = max_bits
@@ -291,6 +364,7 @@ class JobManager:
             job_fd = try_lock(self.files.path(job_id, ".lock"))
             if job_fd is None:  # an id collision: practically impossible, never silent
                 raise errors.Conflict("Job id collision; try again.")
+            self.files.reserve(job_id)
             record = {
                 "id": job_id, "status": "queued", "params": {**params, "activate": activate},
                 "progress": {"step": 0, "max_steps": params.get("max_steps"),
@@ -304,9 +378,10 @@ class JobManager:
             self._spawn(record, train_fd, job_fd)
             return record
         except BaseException:
-            if job_id is not None and not recorded:  # no record: leave no stray lock file
-                with contextlib.suppress(OSError):
-                    self.files.path(job_id, ".lock").unlink()
+            if job_id is not None and not recorded:  # no record: leave no stray files
+                for suffix in (".final", ".lock"):
+                    with contextlib.suppress(OSError):
+                        self.files.path(job_id, suffix).unlink()
             raise
         finally:
             os.close(train_fd)  # the child keeps the lock through its inherited descriptor
@@ -319,6 +394,8 @@ class JobManager:
         cmd = [self.python, "-m", "service.retrain", job_id, "--model-dir", str(self.root),
                "--lock-fd", str(train_fd), "--job-lock-fd", str(job_fd),
                "--keep", str(self.keep)]
+        if self.keep_models is not None:
+            cmd += ["--keep-models", str(self.keep_models)]
         project = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (project, env.get("PYTHONPATH")) if p)

@@ -2,6 +2,13 @@
 
 A worker that starts while CURRENT names a broken version serves the last version that passed
 the promotion gate (LAST_GOOD) instead, and says it is degraded, rather than answer 503.
+
+Whether a version is trusted is decided in one place, `assess`: every answer, probe and listing
+that says "trusted", "forced" or a gate status asks it.
+
+Under gunicorn each worker follows CURRENT from its watch thread, and requests then never read
+the model directory to find the active model: a FIFO or a hung mount at CURRENT stalls only
+that thread, never a request, and no request waits on another's refresh.
 """
 
 from __future__ import annotations
@@ -40,6 +47,34 @@ class LoadedModel:
     record: dict[str, Any]
     predictor: Predictor
     bits: int
+
+
+FORCED_REFRESH_WAIT = 2.0  # seconds a forced refresh (after an activation) waits for the lock
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What this service may claim about a version: trusted to add exactly, and why (gate)."""
+
+    trusted: bool
+    gate: dict[str, Any]
+
+
+def assess(record: dict[str, Any], max_bits: int) -> Trust:
+    """The one decision whether a version is trusted at the widths this service answers."""
+    gate = gate_summary(record, max_bits)
+    return Trust(trusted=gate["passed"], gate=gate)
+
+
+def trust_of(model: LoadedModel, max_bits: int) -> Trust:
+    """Whether a loaded version is trusted (see assess)."""
+    return assess(model.record, max_bits)
+
+
+def serving_state(holder: ModelHolder, model: LoadedModel, max_bits: int) -> dict[str, Any]:
+    """What an operator needs to trust the served version: its gate, forced, degraded."""
+    trust = trust_of(model, max_bits)
+    return {"gate": trust.gate, "forced": not trust.trusted, "degraded": holder.degraded}
 
 
 def gate_summary(record: dict[str, Any], max_bits: int) -> dict[str, Any]:
@@ -83,6 +118,7 @@ class ModelHolder:
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._stopped = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def ready(self) -> bool:
@@ -95,8 +131,9 @@ class ModelHolder:
         return self._reason
 
     def current(self) -> LoadedModel | None:
-        """The model being served, after a rate-limited check for a new CURRENT."""
-        if time.monotonic() >= self._next_check:
+        """The model being served; checks CURRENT itself only when no watch thread does."""
+        watcher = self._watcher
+        if (watcher is None or not watcher.is_alive()) and time.monotonic() >= self._next_check:
             self.refresh()
         return self._model
 
@@ -115,6 +152,7 @@ class ModelHolder:
 
         thread = threading.Thread(target=loop, name="rnnadd-model-watch", daemon=True)
         thread.start()
+        self._watcher = thread
         return thread
 
     def stop(self) -> None:
@@ -122,9 +160,18 @@ class ModelHolder:
         self._stopped.set()
 
     def refresh(self, force: bool = False) -> None:
-        """Stat CURRENT and swap in the version it names if it changed; never raises."""
-        if not self._lock.acquire(blocking=force):
-            return  # another thread is checking; keep serving what we have
+        """Stat CURRENT and swap in the version it names if it changed; never raises.
+
+        Unforced, it never waits: another thread checking means keep serving what we have.
+        Forced (startup, this worker's own activation), it waits a bounded time for the lock.
+        """
+        acquired = (self._lock.acquire(timeout=FORCED_REFRESH_WAIT) if force
+                    else self._lock.acquire(blocking=False))
+        if not acquired:
+            if force:
+                log.warning("CURRENT is being read by another thread for over %.0f s; the "
+                            "watch thread will switch", FORCED_REFRESH_WAIT)
+            return
         try:
             self._next_check = time.monotonic() + self.reload_interval
             signature = self._stat()

@@ -1,4 +1,4 @@
-"""GET /v1/model, GET /v1/models and the admin POST /v1/models/<version>/activate."""
+"""GET /v1/model, GET /v1/models (paginated) and the admin POST /v1/models/<version>/activate."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from service import activation
 from service.auth import require_admin
 from service.errors import BadRequest
 from service.inputs import read_json
-from service.model import LoadedModel, ModelHolder, gate_summary
+from service.model import assess, serving_state
 from service.runtime import Runtime
+from training.ids import is_version
 from training.store import ModelError, ModelStore
 
-SUMMARY_OMITS = frozenset({"history"})
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 JSON = "application/json"
-
 
 
 def _json(body: Any) -> Response:
@@ -25,10 +25,13 @@ def _json(body: Any) -> Response:
     return Response(json.dumps(body) + "\n", mimetype=JSON)
 
 
-def serving_state(holder: ModelHolder, model: LoadedModel, max_bits: int) -> dict[str, Any]:
-    """What an operator needs to trust the served version: its gate, forced, degraded."""
-    gate = gate_summary(model.record, max_bits)
-    return {"gate": gate, "forced": not gate["passed"], "degraded": holder.degraded}
+def _limit(raw: str | None) -> int:
+    """The ?limit= query parameter, bounded so one page stays cheap."""
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}.", field="limit")
+    return int(raw)
 
 
 def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blueprint:
@@ -47,6 +50,11 @@ def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blue
 
     @bp.get("/v1/models")
     def models() -> Response:
+        limit = _limit(request.args.get("limit"))
+        after = request.args.get("after")
+        if after is not None and not is_version(after):
+            raise BadRequest(f"after must be a version id (as next_after gives), got {after!r}.",
+                             field="after")
         body: dict[str, Any] = {"active": None}
         try:
             body["active"] = store.current()
@@ -56,13 +64,16 @@ def create_blueprint(store: ModelStore, runtime: Runtime, max_body: int) -> Blue
         served = holder.current()
         body["serving"] = served.version if served else None
         items = []
-        for record in store.versions():
-            item = {k: v for k, v in record.items() if k not in SUMMARY_OMITS}
+        page, next_after = store.page(limit, after)
+        for record in page:
+            item = dict(record)
             item["active"] = record.get("version") == body["active"]
             if "error" not in record:
-                item["gate"] = gate_summary(record, max_bits)
+                item["gate"] = assess(record, max_bits).gate
+                item["pinned"] = store.pinned(record["version"])
             items.append(item)
         body["models"] = items
+        body["next_after"] = next_after
         return _json(body)
 
     @bp.post("/v1/models/<version>/activate")

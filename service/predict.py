@@ -22,7 +22,12 @@ def digit_tables(bits: int) -> tuple[list[str], list[str]]:
     return [str(i) for i in range(1 << bits)], [format(i, f"0{bits}b") for i in range(1 << bits)]
 
 
-def result_json(a: int, b: int, bits: int, total: int, version: str) -> str:
+def trust_mark(p: Prediction) -> str:
+    """JSON members after model_version: none for a trusted version, else trusted and forced."""
+    return "" if p.trusted else f', "trusted": false, "forced": {TRUE_FALSE[p.forced]}'
+
+
+def result_json(a: int, b: int, bits: int, total: int, version: str, mark: str = "") -> str:
     """One result object as JSON text; every value is a number, a bool or a safe token.
 
     The version is a store id (digits, letters, "T", "Z", "-": nothing to escape), so the
@@ -30,29 +35,30 @@ def result_json(a: int, b: int, bits: int, total: int, version: str) -> str:
     """
     return (f'{{"a": {a}, "b": {b}, "bits": {bits}, "binary": "{total:0{bits}b}", '
             f'"decimal": {total}, "correct": {TRUE_FALSE[total == a + b]}, '
-            f'"model_version": "{version}"}}')
+            f'"model_version": "{version}"{mark}}}')
 
 
 def format_one(p: Prediction) -> str:
     """A single prediction in the documented response shape."""
-    return result_json(p.a[0], p.b[0], p.bits, p.sums[0], p.version) + "\n"
+    return result_json(p.a[0], p.b[0], p.bits, p.sums[0], p.version, trust_mark(p)) + "\n"
 
 
 def format_many(p: Prediction) -> str:
     """A batch as JSON text built without an encoder (narrow widths use lookup tables)."""
-    a, b, totals, bits, version = p.a, p.b, p.sums, p.bits, p.version
+    a, b, totals, bits, version, mark = p.a, p.b, p.sums, p.bits, p.version, trust_mark(p)
     flags = list(map(operator.eq, totals, map(operator.add, a, b)))  # C-speed "correct" column
     if bits <= TABLE_BITS:
         dec, binary = digit_tables(bits)
         middle = f', "bits": {bits}, "binary": "'
-        tail = f', "model_version": "{version}"}}'
+        tail = f', "model_version": "{version}"{mark}}}'
         items = [f'{{"a": {dec[x]}, "b": {dec[y]}{middle}{binary[t]}", "decimal": {dec[t]}, '
                  f'"correct": {TRUE_FALSE[ok]}{tail}'
                  for x, y, t, ok in zip(a, b, totals, flags, strict=True)]
     else:
-        items = [result_json(x, y, bits, t, version) for x, y, t in zip(a, b, totals, strict=True)]
+        items = [result_json(x, y, bits, t, version, mark)
+                 for x, y, t in zip(a, b, totals, strict=True)]
     accuracy = json.dumps(sum(flags) / len(items))
-    return (f'{{"model_version": "{version}", "accuracy": {accuracy}, '
+    return (f'{{"model_version": "{version}"{mark}, "accuracy": {accuracy}, '
             f'"results": [{", ".join(items)}]}}\n')
 
 

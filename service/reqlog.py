@@ -18,6 +18,7 @@ from typing import Any
 import flask
 from werkzeug.routing import Rule
 
+from service.errors import CLOSE_KEY
 from service.metrics import Metrics
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -109,7 +110,7 @@ class RequestObserver:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             statuses.append(status)
             headers.append(("X-Request-ID", rid))
-            if status.startswith("413"):
+            if status.startswith("413") or environ.get(CLOSE_KEY):
                 close_connection(start_response)
             return start_response(status, headers, exc_info)
 

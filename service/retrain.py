@@ -5,7 +5,9 @@ kill it. It holds the exclusive training lock for its whole life (inherited from
 worker, or taken here when run by hand), so the lock dies with it and a crash never blocks the
 next job. Its job record is rewritten atomically with progress, at most a few times a second.
 A cancel is a file any replica can write (a process in another container cannot be signalled);
-training checks it at every progress report and stops before anything is saved.
+it is honoured at every stage up to activation: at every progress report, just before the
+version is saved (nothing is saved), and after the save up to the moment CURRENT would be
+replaced (the version stays saved, is not activated, and the record says so).
 """
 
 from __future__ import annotations
@@ -20,11 +22,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.jobs import ACTIVE, JOB_ID_RE, JobFiles, JobRecordError, holds_lock, try_lock, utc_now
+from service.jobs import (
+    ACTIVE,
+    JOB_ID_RE,
+    JobFiles,
+    JobRecordError,
+    holds_lock,
+    public_error,
+    try_lock,
+    utc_now,
+)
 from training.store import CurrentChanged, GateFailed, ModelStore
 from training.train import TrainConfig, make_config, train_and_save
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes
+CANCELLED = "cancelled on request"
 
 
 class Stopped(Exception):
@@ -65,7 +77,7 @@ class Job:
     def check_cancelled(self) -> None:
         """Stop at the next step once any replica has asked to cancel."""
         if self.cancel_file.exists():
-            raise Stopped("cancelled", "cancelled on request")
+            raise Stopped("cancelled", CANCELLED)
 
     def progress(self, step: int, max_steps: int, loss: float, accuracy: float) -> None:
         """Training callback: stop if cancelled; throttled progress writes."""
@@ -89,7 +101,20 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
     return make_config(params, bound_work=False)
 
 
-def run(job: Job) -> tuple[str, dict[str, Any]]:
+class JobStore(ModelStore):
+    """The job's model store: a cancel that arrived by the time of the save stops it unsaved."""
+
+    def __init__(self, job: Job, history: int | None) -> None:
+        super().__init__(job.files.root, history=history)
+        self.job = job
+
+    def save(self, *args: Any, **kwargs: Any) -> str:
+        """Save, unless the job was cancelled (during the final gate, say) before this."""
+        self.job.check_cancelled()
+        return super().save(*args, **kwargs)
+
+
+def run(job: Job, keep_models: int | None = None) -> tuple[str, dict[str, Any]]:
     """Train, save, gate promotion; return the terminal status and the fields to record."""
     params = dict(job.record.get("params") or {})
     activate = bool(params.pop("activate", True))
@@ -97,14 +122,22 @@ def run(job: Job) -> tuple[str, dict[str, Any]]:
     job.check_cancelled()
     job.save(status="running", pid=os.getpid(), started_at=utc_now())
     config = train_config(params)
-    store = ModelStore(job.files.root)
+    store = JobStore(job, keep_models)
     started_from = store.current()  # activation is a compare-and-set against this
     version, record = train_and_save(config, store, on_progress=job.progress, max_bits=max_bits)[:2]
     done = {"model_version": version, "metrics": record.get("metrics"), "gate": record.get("gate")}
-    if not activate:
-        return "succeeded", done
+    not_activated = f"{CANCELLED}: version {version} was saved but not activated"
     try:
-        promotion = store.activate(version, max_bits=max_bits, expect_current=started_from)
+        job.check_cancelled()
+        if not activate:
+            return "succeeded", done
+        promotion = store.activate(version, max_bits=max_bits, expect_current=started_from,
+                                   before_switch=job.check_cancelled)
+    except Stopped as exc:
+        if exc.status != "cancelled":
+            raise Stopped(exc.status, f"{exc}; version {version} was saved, not activated") \
+                from exc
+        return "cancelled", {**done, "error": not_activated}
     except GateFailed as exc:
         return "rejected", {**done, "gate": exc.gate,
                             "error": f"version {version} was saved but not activated: "
@@ -124,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lock-fd", type=int, help="inherited fd holding .train.lock")
     parser.add_argument("--job-lock-fd", type=int, help="inherited fd holding jobs/<id>.lock")
     parser.add_argument("--keep", type=int, help="prune to the newest KEEP finished jobs after")
+    parser.add_argument("--keep-models", type=int,
+                        help="after saving, prune to the newest KEEP_MODELS versions (plus "
+                             "CURRENT, LAST_GOOD and pinned ones)")
     return parser
 
 
@@ -159,11 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(OSError):
                 os.nice(5)  # the web workers on the same cores come first
             try:
-                status, changes = run(job)
+                status, changes = run(job, args.keep_models)
             except Stopped:
                 raise
             except Exception as exc:
-                status, changes = "failed", {"error": f"{type(exc).__name__}: {exc}"}
+                status, changes = "failed", {"error": public_error(exc, files.root)}
     except Stopped as exc:
         status, changes = exc.status, {"error": str(exc)}
     # Nothing may interrupt the last record; a second SIGTERM now would leave it half-counted.
@@ -173,12 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # of this job can start the next one at once; the job lock still marks us alive.
         if train_fd is not None:
             os.close(train_fd)
+        print(f"job {args.job_id} {status}: {changes.get('error') or 'ok'}", flush=True)  # log
         job.finish(status, **changes)
         if args.keep is not None:
             with contextlib.suppress(OSError):
                 files.prune(args.keep)
     finally:
-        for suffix in (".lock", ".cancel"):
+        for suffix in (".lock", ".cancel", ".final"):
             with contextlib.suppress(OSError):
                 files.path(args.job_id, suffix).unlink()
     return 0 if status in ("succeeded", "rejected", "cancelled") else 1

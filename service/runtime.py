@@ -2,7 +2,12 @@
 
 /v1, /v2 and the WSGI fast path are codecs over this one module: they parse their own wire
 format, call `Runtime.predict` (or `trace`), and format the `Prediction` it returns. Every
-limit is checked here, so no protocol can skip one.
+limit is checked here, so no protocol can skip one, and every Prediction says whether the
+version that computed it is trusted (service.model.assess), so no codec can drop the marker.
+
+Work is counted as pairs x bits x the model's cost per step relative to the 16-unit default:
+one step multiplies a hidden x hidden matrix, so a 256-unit version costs 256 times as much per
+pair-bit, and RNNADD_MAX_WORK bounds the time of a request whichever stored version answers.
 """
 
 from __future__ import annotations
@@ -12,14 +17,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
+from service.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from service.metrics import Metrics
-from service.model import LoadedModel, ModelHolder
+from service.model import LoadedModel, ModelHolder, trust_of
 from service.settings import Settings
 from training.store import ModelError, VersionNotFound
 
 AUTO: Any = object()  # no width was asked for: the model's own, widened to fit the inputs
 TRACE_MAX_BITS = 256  # a trace carries hidden_size floats per step; wider would be megabytes
+REFERENCE_HIDDEN = 16  # RNNADD_MAX_WORK is in pair-bits of a model of this many hidden units
 
 log = logging.getLogger("rnnadd.runtime")
 
@@ -33,11 +46,18 @@ class Prediction:
     a: Sequence[int]
     b: Sequence[int]
     sums: list[int]
+    trusted: bool = True  # the version passes (service.model.assess); codecs say so when not
+    forced: bool = False  # not trusted, yet the active version: it went live by force
 
     @property
     def correct(self) -> list[bool]:
         """Whether each predicted sum equals the exact one."""
         return [s == x + y for s, x, y in zip(self.sums, self.a, self.b, strict=True)]
+
+
+def work_weight(hidden: int) -> int:
+    """Cost of one pair-bit on a model of `hidden` units, in pair-bits of the 16-unit default."""
+    return max(1, -(-hidden * hidden // (REFERENCE_HIDDEN * REFERENCE_HIDDEN)))
 
 
 def integer(value: Any) -> int | None:
@@ -67,13 +87,27 @@ class Runtime:
         self.max_input_bits = settings.max_input_bits
         self.max_digits = settings.max_digits
 
-    def model(self, version: str | None = None) -> LoadedModel:
-        """The active model, or the stored version named; 503/404/409 when it cannot answer."""
+    def model(self, version: str | None = None, *, admin: bool = False) -> LoadedModel:
+        """The active model, or the stored version named; 503/404/409 when it cannot answer.
+
+        A named version that is not trusted answers only admins (403 otherwise): the active
+        version is the operator's choice, a stored one is anybody's pick.
+        """
         if version is None:
             model = self.holder.current()
             if model is None:
                 raise ServiceUnavailable(f"No valid model is loaded: {self.holder.reason}")
             return model
+        model = self._stored(version)
+        trust = trust_of(model, self.max_bits)
+        if not trust.trusted and not admin:
+            raise Forbidden(f"Version {version} is not trusted (promotion gate: "
+                            f"{trust.gate['status']}); only admin callers may use it "
+                            "(Authorization: Bearer <token>).", field="version")
+        return model
+
+    def _stored(self, version: str) -> LoadedModel:
+        """A stored version by id, with the store's refusals as API errors."""
         try:
             return self.holder.get_version(version)
         except VersionNotFound as exc:
@@ -125,26 +159,39 @@ class Runtime:
                              f"so the sum needs at least {needed}.", field="bits")
         return bits
 
-    def check_work(self, pairs: int, bits: int) -> None:
-        """Bound pairs x bits, so a small body cannot ask for seconds of CPU and gigabytes."""
-        if pairs * bits > self.max_work:
+    def check_work(self, pairs: int, bits: int, hidden: int = REFERENCE_HIDDEN) -> None:
+        """Bound pairs x bits x model cost, so a small body cannot ask for seconds of CPU."""
+        weight = work_weight(hidden)
+        work = pairs * bits * weight
+        if work > self.max_work:
+            model = f" on a {hidden}-unit model ({weight} times the work per pair-bit of " \
+                    f"{REFERENCE_HIDDEN} units)" if weight > 1 else ""
             raise PayloadTooLarge(
-                f"{pairs} pairs of {bits} bits is {pairs * bits} pair-bits of work; at most "
+                f"{pairs} pairs of {bits} bits{model} is {work} pair-bits of work; at most "
                 f"{self.max_work} are allowed per request (fewer pairs or fewer bits).",
                 field="pairs",
             )
 
+    def _prediction(self, model: LoadedModel, width: int, a: Sequence[int], b: Sequence[int],
+                    sums: list[int]) -> Prediction:
+        """The result with the version's trust: forced when the untrusted version is live."""
+        trusted = trust_of(model, self.max_bits).trusted
+        served = self.holder.current() if not trusted else None
+        forced = not trusted and served is not None and served.version == model.version
+        return Prediction(model.version, width, a, b, sums, trusted, forced)
+
     def predict(self, a: Sequence[int], b: Sequence[int], bits: Any = AUTO,
                 version: str | None = None,
-                name: Callable[[int, int], str] = lambda i, j: "ab"[j]) -> Prediction:
+                name: Callable[[int, int], str] = lambda i, j: "ab"[j], *,
+                admin: bool = False) -> Prediction:
         """Add every pair in one vectorized pass, after every check, and count the pairs."""
         longest = self.check_pairs(a, b, name)
-        model = self.model(version)
+        model = self.model(version, admin=admin)
         width = self.width(bits, longest, model)
-        self.check_work(len(a), width)
+        self.check_work(len(a), width, model.predictor.hidden_size)
         sums = model.predictor.add(a, b, width)
         self.metrics.add_pairs(len(sums))
-        return Prediction(model.version, width, a, b, sums)
+        return self._prediction(model, width, a, b, sums)
 
     def trace(self, a: int, b: int, bits: Any = AUTO) -> tuple[Prediction, list[dict[str, Any]]]:
         """One prediction with what the network computed at every step, for people to look at."""
@@ -154,10 +201,11 @@ class Runtime:
         if width > TRACE_MAX_BITS:
             raise BadRequest(f"trace is available up to {TRACE_MAX_BITS} bits; this addition "
                              f"needs {width}.", field="trace")
+        self.check_work(1, width, model.predictor.hidden_size)
         steps = model.predictor.trace(a, b, width)
         total = sum(step["bit"] << i for i, step in enumerate(steps))
         self.metrics.add_pairs(1)
-        return Prediction(model.version, width, [a], [b], [total]), steps
+        return self._prediction(model, width, [a], [b], [total]), steps
 
 
 def describe(value: Any) -> str:

@@ -6,6 +6,7 @@ cannot mean one thing to the workers and another to the app.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -26,8 +27,25 @@ def _token(value: str) -> str | None:
     return value.strip() or None
 
 
+def _addresses(value: str) -> str:
+    """Comma-separated IP addresses or networks (or *), as gunicorn's forwarded_allow_ips."""
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for entry in entries:
+        if entry != "*":
+            ipaddress.ip_network(entry)  # a ValueError names the bad entry
+    return ",".join(entries)
+
+
+def _gate_bits() -> int:
+    """The promotion gate's narrowest width; imported late, as the proxy image reads this file
+    without the training package (or numpy)."""
+    from training.gate import EXHAUSTIVE_BITS
+
+    return EXHAUSTIVE_BITS
+
+
 def _setting(env: str, default: Any, help: str, parse: Callable[[str], Any] | None = None,
-             low: float | None = None, high: float | None = None) -> Any:
+             low: float | Callable[[], int] | None = None, high: float | None = None) -> Any:
     """A dataclass field that knows its variable, parser, bounds and meaning."""
     meta = {"env": env, "parse": parse or type(default), "low": low, "high": high, "help": help}
     return field(default=default, metadata=meta)
@@ -39,14 +57,16 @@ class Settings:
 
     model_dir: str = _setting("RNNADD_MODEL_DIR", str(DEFAULT_MODEL_DIR),
                               "directory of model versions, CURRENT and job records")
+    # No narrower than the promotion gate checks: every retrain would fail.
     max_bits: int = _setting("RNNADD_MAX_BITS", 4096, "widest sum answered (bits)",
-                             low=2, high=MAX_SAFE_BITS)
+                             low=_gate_bits, high=MAX_SAFE_BITS)
     max_body: int = _setting("RNNADD_MAX_BODY", 1024 * 1024, "largest request body (bytes)",
                              low=64, high=1 << 30)
     max_batch: int = _setting("RNNADD_MAX_BATCH", 10_000, "most pairs in one request",
                               low=1, high=1_000_000)
     max_work: int = _setting("RNNADD_MAX_WORK", 2_560_000,
-                             "most pairs x bits in one request (bounds CPU and memory)",
+                             "most pairs x bits x (hidden units / 16)^2 in one request "
+                             "(bounds CPU time)",
                              low=MAX_SAFE_BITS, high=10**9)
     admin_token: str | None = _setting("RNNADD_ADMIN_TOKEN", None,
                                        "bearer token for admin endpoints; unset turns them off",
@@ -57,6 +77,9 @@ class Settings:
     job_history: int = _setting("RNNADD_JOB_HISTORY", 100,
                                 "finished retrain jobs kept (older records are pruned)",
                                 low=1, high=100_000)
+    model_history: int = _setting("RNNADD_MODEL_HISTORY", 100,
+                                  "model versions kept after a retrain saves one (newest, plus "
+                                  "CURRENT, LAST_GOOD and pinned)", low=1, high=100_000)
     access_log: bool = _setting("RNNADD_ACCESS_LOG", True, "one JSON line per request",
                                 parse=_flag)
     fast_path: bool = _setting("RNNADD_FAST_PATH", True,
@@ -77,6 +100,10 @@ class Settings:
     log_level: str = _setting("RNNADD_LOG_LEVEL", "info", "gunicorn log level")
     control_socket: str = _setting("RNNADD_CONTROL_SOCKET", "",
                                    "gunicorn control socket path; empty turns it off")
+    forwarded_allow_ips: str = _setting(
+        "RNNADD_FORWARDED_ALLOW_IPS", "",
+        "proxies (IPs or networks, comma-separated) whose SCRIPT_NAME and X-Forwarded-* "
+        "headers gunicorn honours; empty: none", parse=_addresses)
 
     def __post_init__(self) -> None:
         """Refuse out-of-range values at startup rather than misbehave at request time."""
@@ -84,6 +111,7 @@ class Settings:
             value, low, high = getattr(self, f.name), f.metadata["low"], f.metadata["high"]
             if low is None:
                 continue
+            low = low() if callable(low) else low
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if not number or not low <= value <= high:
                 raise ValueError(f"{f.metadata['env']} ({f.name}) must be within {low:g}..{high:g}"
@@ -91,6 +119,10 @@ class Settings:
         if self.grpc_bind and grpc_address(self.grpc_bind) is None:
             raise ValueError(f"RNNADD_GRPC_BIND must be host:port (port 0-65535), or empty, got "
                              f"{self.grpc_bind!r}")
+        try:
+            _addresses(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ValueError(f"RNNADD_FORWARDED_ALLOW_IPS (forwarded_allow_ips): {exc}") from exc
         token = self.admin_token
         if token is not None and not (token.isascii() and token.isprintable()):
             raise ValueError("RNNADD_ADMIN_TOKEN must be printable ASCII (clients send it in an "

@@ -12,10 +12,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from service import oip, v2_extensions
+from service.auth import caller_is_admin
 from service.context import services
 from service.errors import APIError, V2Error
 from service.inputs import read_body
-from service.model import LoadedModel, gate_summary
+from service.model import LoadedModel, assess
 from service.openapi import SPEC_PATH
 from service.runtime import AUTO
 
@@ -42,9 +43,9 @@ def _check_name(model_name: str) -> None:
         raise V2Error(f"unknown model {model_name!r}; this server serves {oip.MODEL_NAME!r}", 404)
 
 
-def _model(version: str | None) -> LoadedModel:
-    """The active model, or the stored version the URL names."""
-    return services().runtime.model(version)
+def _model(version: str | None, *, admin: bool = False) -> LoadedModel:
+    """The active model, or the stored version the URL names (untrusted: admins only)."""
+    return services().runtime.model(version, admin=admin)
 
 
 def _body() -> bytes:
@@ -75,7 +76,7 @@ def model_metadata(model: LoadedModel, versions: list[str]) -> dict[str, Any]:
         **oip.model_metadata(versions),
         "parameters": {"max_bits": runtime.max_bits, "max_batch": runtime.max_batch,
                        "version": model.version, "bits": model.bits,
-                       "gate": gate_summary(model.record, runtime.max_bits)},
+                       "gate": assess(model.record, runtime.max_bits).gate},
     }
 
 
@@ -83,16 +84,21 @@ def infer(model_name: str, version: str | None = None) -> Response:
     """Decode, predict through the inference core, encode."""
     _check_name(model_name)
     runtime = services().runtime
+    admin = False
     if version is not None:
-        runtime.model(version)  # an unknown version is a 404 whatever the body holds
+        admin = caller_is_admin()
+        runtime.model(version, admin=admin)  # unknown: 404, untrusted: 403, whatever the body
     req = oip.parse_infer_request(_body(), request.headers.get(oip.HEADER_LENGTH),
                                   runtime.max_batch, runtime.max_digits)
     prediction = runtime.predict(req.a, req.b, req.parameters.get("bits", AUTO), version,
-                                 name=lambda i, j: f"input {oip.INPUT_NAMES[j]!r}[{i}]")
+                                 name=lambda i, j: f"input {oip.INPUT_NAMES[j]!r}[{i}]",
+                                 admin=admin)
     header: dict[str, Any] = {"model_name": oip.MODEL_NAME, "model_version": prediction.version}
     if req.id is not None:
         header["id"] = req.id
     header["parameters"] = {"bits": prediction.bits}
+    if not prediction.trusted:  # the marker every codec carries (runtime.Prediction)
+        header["parameters"].update(trusted=False, forced=prediction.forced)
     body, header_length = oip.encode_infer_response(
         header, oip.outputs(req, prediction.sums, prediction.bits)
     )
@@ -126,7 +132,9 @@ def _routes(bp: Blueprint) -> None:
     def metadata(model_name: str, version: str | None = None) -> Response:
         _check_name(model_name)
         model = _model(version)
-        versions = [r["version"] for r in services().store.versions() if "error" not in r]
+        store = services().store
+        listed, _ = store.page(len(store.version_ids()) or 1)  # cached summaries, no reads
+        versions = [r["version"] for r in listed if "error" not in r]
         return _json(model_metadata(model, versions))
 
     @bp.get("/models/<model_name>/ready")
@@ -136,7 +144,7 @@ def _routes(bp: Blueprint) -> None:
         if version is None:
             return _health(services().holder.current() is not None)
         try:
-            _model(version)
+            _model(version, admin=caller_is_admin())
         except APIError as exc:
             if exc.status == 404:
                 raise

@@ -63,7 +63,8 @@ def repository_index() -> list[dict[str, Any]]:
     found = services()
     served = found.holder.current()
     entries = []
-    for record in found.store.versions():
+    listed, _ = found.store.page(len(found.store.version_ids()) or 1)  # cached summaries
+    for record in listed:
         version = record.get("version")
         if served is not None and version == served.version:
             state, reason = "READY", ""

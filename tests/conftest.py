@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -163,3 +164,44 @@ def openapi_document() -> dict[str, Any]:
 def contract(openapi_document: dict[str, Any]) -> Contract:
     """The response checker."""
     return Contract(openapi_document)
+
+
+def wide_version(store: ModelStore, hidden: int = 256, *, gate_passed: bool = True) -> str:
+    """A stored version of `hidden` units (random weights) whose record carries a gate result.
+
+    Saving does not run the gate when the record has one, so a 256-unit version is quick to
+    make; what matters here is its size (the cost of one step), not what it adds.
+    """
+    rng = np.random.default_rng(hidden)
+    params = {"w_i": rng.normal(size=(hidden, 2)), "w_h": rng.normal(size=(hidden, hidden)),
+              "w_o": rng.normal(size=(1, hidden))}
+    gate = {"passed": gate_passed, "max_bits": 4096,
+            "failed": None if gate_passed else "exhaustive_8bit"}
+    fields = {"hyperparameters": {"hidden_size": hidden, "bits": 8}, "seed": 0, "steps": 0,
+              "training_seconds": 0.0, "metrics": {}, "history": [], "parent": None,
+              "gate": gate}
+    return store.save(params, fields)
+
+
+@pytest.fixture(scope="session")
+def exact_adder() -> dict:
+    """A hand-built exact adder with one idle unit (tests/adders.py)."""
+    from tests.adders import adder
+
+    return adder(1)
+
+
+@pytest.fixture(scope="session")
+def exact_verdict(exact_adder: dict):
+    """certify() of the exact adder (it certifies in about a second)."""
+    from training.certify import certify
+
+    return certify(exact_adder, time_limit=30.0)
+
+
+@pytest.fixture(scope="session")
+def slow_model() -> tuple[dict, int]:
+    """A model exact up to N > 4096 bits and wrong beyond (tests/adders.py), with N."""
+    from tests.adders import slow_adder
+
+    return slow_adder()

@@ -569,10 +569,148 @@ def test_half_sent_headers_do_not_starve_the_service(stack: Stack) -> None:
     assert slowest[2] < 1.0, slowest
     predictions = [p[3][1] for p in probes if p[0] == "/v1/predict"]
     assert all(body["decimal"] == 42 for body in predictions)
-    # The proxy, not the client, ended the half-sent requests (with HAProxy's own 408: for
-    # headers that never complete, 2.6 ignores custom error files; see haproxy.cfg).
-    assert any(a.startswith("HTTP/1.1 408") for a in summary["answers"]), summary["answers"][:3]
+    # The proxy, not the client, ended the half-sent requests: it closes them without an answer
+    # (HAProxy 2.6 would send built-in HTML here; see haproxy.cfg), never with HTML.
     assert summary["opened"] > 256, "no connection was ended by the proxy's request timeout"
+    assert summary["answers"] and set(summary["answers"]) == {""}, summary["answers"][:3]
+
+
+# Run in a separate process: keep `count` uploads of a 200 KB body open, each having sent its
+# headers and the first 17.6 KB at once (more than HAProxy's default 16 KiB buffer), then 8 bytes
+# every 2 s; an upload the proxy answers or closes is replaced at once. Prints "open", then JSON
+# (the answers' status lines with their counts: a list could outgrow the pipe).
+SLOW_UPLOADS = """
+import collections, json, select, socket, sys, time
+port, count, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+head = (b"POST /v1/predict/batch HTTP/1.1\\r\\nHost: rnnadd\\r\\n"
+        b"Content-Type: application/json\\r\\nContent-Length: 200000\\r\\n\\r\\n")
+opened, answers = 0, []
+
+def connect():
+    global opened
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(head + b" " * 17600)
+    opened += 1
+    return sock
+
+socks = [connect() for _ in range(count)]
+print("open", flush=True)
+end, next_drip = time.monotonic() + seconds, time.monotonic() + 2
+while time.monotonic() < end:
+    readable, _, _ = select.select(socks, [], [], 0.2)
+    for sock in readable:
+        try:
+            answers.append(sock.recv(4096).decode("latin-1").split("\\r\\n", 1)[0])
+        except OSError as exc:
+            answers.append(repr(exc))
+        sock.close()
+        socks[socks.index(sock)] = connect()
+    if time.monotonic() >= next_drip:
+        next_drip += 2
+        for i, sock in enumerate(socks):
+            try:
+                sock.sendall(b" " * 8)
+            except OSError:  # closed by the proxy since the last select: its answer is lost
+                sock.close()
+                socks[i] = connect()
+summary = {"opened": opened, "answers": collections.Counter(answers)}
+print(json.dumps(summary), flush=True)
+"""
+
+
+def _down_transitions(stack: Stack) -> dict[str, int]:
+    """How often the proxy has taken each replica out (HAProxy's chkdown counter)."""
+    return {name: int(row["chkdown"] or 0) for name, row in stack.proxy_servers().items()
+            if row["status"] != "MAINT"}
+
+
+def test_slow_uploads_of_large_bodies_do_not_take_replicas_offline(stack: Stack) -> None:
+    """48 uploads of 200 KB trickle in for 30 s against 3 replicas: with the body streamed on
+    past the proxy's first 16 KiB, 8 of them took a replica DOWN. The proxy must hold each
+    whole body, so every probe through it answers within 1 s and no replica goes down."""
+    stack.wait_replicas_up(REPLICAS)
+    downs = _down_transitions(stack)
+    attack = subprocess.Popen([sys.executable, "-c", SLOW_UPLOADS, str(stack.port), "48", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    states: list[dict[str, str]] = []
+    try:
+        assert attack.stdout is not None and attack.stdout.readline().strip() == "open"
+        began = time.monotonic()
+        probes: list[tuple[str, float, float, object]] = []
+        while attack.poll() is None and time.monotonic() - began < 36:
+            for method, path, body in (("GET", "/healthz", None),
+                                       ("POST", "/v1/predict", {"a": 21, "b": 21})):
+                started = time.monotonic()
+                try:
+                    status, _, payload = stack.request(method, path, body, timeout=1.0)
+                    outcome: object = (status, payload)
+                except OSError as exc:  # a timeout after 1 s included
+                    outcome = repr(exc)
+                probes.append((path, round(started - began, 2), time.monotonic() - started,
+                               outcome))
+            if len(probes) % 20 == 0:
+                states.append({n: r["status"] for n, r in stack.proxy_servers().items()})
+            time.sleep(0.2)
+        out, err = attack.communicate(timeout=30)
+    finally:
+        if attack.poll() is None:
+            attack.kill()
+            attack.wait(10)
+    assert attack.returncode == 0, err[-2000:]
+    summary = json.loads(out)
+    assert len(probes) >= 60, probes
+    failed = [p for p in probes if not (isinstance(p[3], tuple) and p[3][0] == 200)]
+    assert not failed, failed[:5]
+    slowest = max(probes, key=lambda p: p[2])
+    print(f"slow uploads: {len(probes)} probes, slowest {slowest[2] * 1000:.0f} ms; "
+          f"{summary['opened']} uploads opened, answers {sorted(set(summary['answers']))}")
+    assert slowest[2] < 1.0, slowest
+    assert states and all(list(s.values()).count("UP") == REPLICAS for s in states), states
+    assert _down_transitions(stack) == downs, "a replica went DOWN during the attack"
+    # The proxy ended every stalled upload itself, with its 408, before any replica saw it.
+    assert summary["opened"] >= 48 * 5, summary["opened"]
+    assert set(summary["answers"]) == {"HTTP/1.1 408 Request Time-out"}, summary["answers"][:5]
+
+
+# Requests HAProxy refuses itself; each gets a problem document or a closed connection, never
+# HAProxy's built-in HTML.
+PROXY_REFUSALS = {
+    "malformed request line": b"GET /x y z HTTP/1.1\r\nHost: x\r\n\r\n",
+    "space in a header name": b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+    "two Content-Lengths": (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                            b"Content-Length: 3\r\n\r\n{}"),
+    "TE identity, chunked (422)": (b"POST /v1/predict/batch HTTP/1.1\r\nHost: x\r\n"
+                                   b"Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n"),
+    "chunk size not hexadecimal": (b"POST /v1/predict/batch HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Type: application/json\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n"),
+    "too many headers": (b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                         + b"".join(b"X-H%d: 1\r\n" % i for i in range(120)) + b"\r\n"),
+    "headers over 16 KiB (431)": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+                                  + b"a" * 20000 + b"\r\n\r\n"),
+    "request line over 8 KiB (414)": (b"GET /healthz?" + b"a" * 20000
+                                      + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "body over the limit (413)": (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Length: 99999999\r\n\r\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROXY_REFUSALS))
+def test_the_proxys_own_refusals_are_problem_documents_or_a_close(stack: Stack,
+                                                                   name: str) -> None:
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.sendall(PROXY_REFUSALS[name])
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    if not answer:
+        return  # closed without an answer: where HAProxy 2.6 has nothing but HTML to send
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower(), answer[:400]
+    problem = json.loads(body)
+    assert problem["status"] == int(head.split(b" ", 2)[1]) >= 400
+    assert problem["type"].startswith("urn:rnnadd:problem:")
 
 
 def test_a_stalled_body_gets_a_408_problem_document(stack: Stack) -> None:

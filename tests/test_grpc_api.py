@@ -22,7 +22,7 @@ from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests import servers
-from tests.conftest import corrupt_version
+from tests.conftest import clone_version, corrupt_version
 from training.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -343,3 +343,26 @@ def test_a_batch_of_ten_thousand_pairs(client: grpcclient.InferenceServerClient)
     a, b = rng.integers(0, 2**62, 10_000), rng.integers(0, 2**62, 10_000)
     result = client.infer(MODEL, tensors(a, b), outputs=[grpcclient.InferRequestedOutput("sum")])
     np.testing.assert_array_equal(result.as_numpy("sum"), a + b)
+
+
+def test_a_stored_version_that_fails_the_gate_answers_only_admins(
+        client: grpcclient.InferenceServerClient, server: servers.Server) -> None:
+    flipped = clone_version(ModelStore(server.model_dir), flip_output=True)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(MODEL, tensors(int64(3), int64(5)), model_version=flipped)
+    assert info.value.status() == "StatusCode.PERMISSION_DENIED"
+    assert "not trusted" in info.value.message()
+    assert not client.is_model_ready(MODEL, flipped)
+    wrong = {"authorization": "Bearer not-the-token"}
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(MODEL, tensors(int64(3), int64(5)), model_version=flipped, headers=wrong)
+    assert info.value.status() == "StatusCode.UNAUTHENTICATED"
+    admin = {"authorization": f"Bearer {server.token}"}
+    result = client.infer(MODEL, tensors(int64(3), int64(5)), model_version=flipped,
+                          headers=admin)
+    params = result.get_response().parameters
+    assert result.get_response().model_version == flipped
+    assert (params["trusted"].bool_param, params["forced"].bool_param) == (False, False)
+    assert client.is_model_ready(MODEL, flipped, headers=admin)
+    trusted = client.infer(MODEL, tensors(int64(3), int64(5)), model_version=active(server))
+    assert set(trusted.get_response().parameters) == {"bits"}

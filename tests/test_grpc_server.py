@@ -124,6 +124,31 @@ def test_a_retrain_or_rollback_reaches_grpc_callers(server: servers.Server) -> N
         client.close()
 
 
+def test_answers_of_a_forced_active_version_are_marked(server: servers.Server) -> None:
+    store = ModelStore(server.model_dir)
+    old = store.current()
+    flipped = clone_version(store, flip_output=True)
+    auth = {"Authorization": f"Bearer {server.token}"}
+    try:
+        answer = requests.post(f"{server.url}/v1/models/{flipped}/activate", headers=auth,
+                               json={"force": True}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            probe = grpcclient.InferenceServerClient(server.grpc)
+            response = probe.infer("rnnadd", pair(3, 5)).get_response()
+            probe.close()
+            if response.model_version == flipped:
+                break
+            time.sleep(0.05)
+        params = response.parameters
+        assert response.model_version == flipped
+        assert (params["trusted"].bool_param, params["forced"].bool_param) == (False, True)
+    finally:
+        requests.post(f"{server.url}/v1/models/{old}/activate", headers=auth, json={},
+                      timeout=10)
+
+
 @pytest.fixture
 def modelless(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path]]:
     """gunicorn with gRPC on an empty model directory (alive, not ready)."""

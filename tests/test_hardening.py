@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,121 @@ def test_gunicorns_own_refusals_are_documented_problems(server: servers.Server,
         head, _, body = reply.partition(b"\r\n\r\n")
         assert b"application/problem+json" in head and json.loads(body)["status"] == status
         assert str(status) in openapi_document["paths"][path]["get"]["responses"], status
+
+
+# --- HTTP framing, redirects and forwarding headers ------------------------------------------
+
+BATCH = "/v1/predict/batch"
+CHUNKED_HEAD = ("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n")
+# Bodies whose chunked framing is broken: each made a 500 and a logged traceback before.
+MALFORMED_CHUNKS = {
+    "extension ending in a bare LF": b"5;ext\nhello\r\n0\r\n\r\n",
+    "Content-Length in the trailer": b"2\r\n{}\r\n0\r\nContent-Length: 5\r\n\r\n",
+    "chunk size not hexadecimal": b"zz\r\nhello\r\n0\r\n\r\n",
+    "chunk longer than its size": b"2\r\n{}xx\r\n0\r\n\r\n",
+}
+
+
+def server_errors(server: servers.Server) -> float:
+    """5xx answers the service counted so far (all endpoints, all workers)."""
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("rnnadd_http_requests_total{") and 'status="5' in line)
+
+
+def log_since(server: servers.Server, start: int) -> str:
+    """What the server logged after byte offset start."""
+    return server.log.read_text(errors="replace")[start:]
+
+
+@pytest.mark.parametrize("path", [BATCH, "/v1/predict", INFER])
+@pytest.mark.parametrize("name", sorted(MALFORMED_CHUNKS))
+def test_malformed_chunked_framing_is_a_400_logged_at_info(server: servers.Server, path: str,
+                                                           name: str) -> None:
+    before, offset = server_errors(server), len(server.log.read_bytes())
+    reply = exchange(server.port, CHUNKED_HEAD.format(path=path).encode()
+                     + MALFORMED_CHUNKS[name])
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), reply[:300]
+    assert b"connection: close" in head.lower()  # the rest of the stream means nothing now
+    answer = json.loads(body)
+    if path == INFER:
+        assert set(answer) == {"error"}, answer
+    else:
+        assert answer["type"] == "urn:rnnadd:problem:malformed-body", answer
+    assert server_errors(server) == before
+    logged = log_since(server, offset)
+    assert "Traceback" not in logged and '"level": "error"' not in logged, logged[-2000:]
+    assert '"level": "info", "logger": "rnnadd.inputs"' in logged, logged[-2000:]
+
+
+ABORTED = {
+    "Content-Length, then the client leaves": (
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 3000\r\n\r\n{{\"pairs\": [[1, 2], "),
+    "chunked, then the client leaves": CHUNKED_HEAD + "10\r\n{{\"pairs\": [[1, 2]",
+    "single pair, cut short": (
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 300\r\n\r\n{{\"a\": 1, \"b\": 2}}"),
+}
+
+
+@pytest.mark.parametrize("path", [BATCH, "/v1/predict"])
+@pytest.mark.parametrize("name", sorted(ABORTED))
+def test_an_upload_aborted_mid_body_is_no_server_error(server: servers.Server, path: str,
+                                                       name: str) -> None:
+    before, offset = server_errors(server), len(server.log.read_bytes())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(ABORTED[name].format(path=path).encode())
+        sock.shutdown(socket.SHUT_WR)  # the client is gone: no more body will come
+        reply = b"".join(iter(lambda: sock.recv(65536), b""))
+    # A valid JSON prefix is never answered as if it were the whole body.
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:300]
+    assert b'"decimal"' not in reply
+    deadline = time.monotonic() + 5
+    while path not in log_since(server, offset) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = log_since(server, offset)
+    assert f'"path": "{path}", "status": 400' in logged, logged[-2000:]
+    assert "Traceback" not in logged and '"level": "error"' not in logged, logged[-2000:]
+    assert server_errors(server) == before
+
+
+@pytest.mark.parametrize(("path", "location"), [
+    ("/v1//models", "/v1/models"),
+    ("/v1//models?x=1", "/v1/models?x=1"),
+    ("//v1//models", "/v1/models"),
+])
+def test_werkzeugs_redirects_never_echo_the_clients_host(server: servers.Server, path: str,
+                                                         location: str) -> None:
+    reply = exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: evil.example\r\n"
+                                  f"Connection: close\r\n\r\n".encode())
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 308"), reply[:300]
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+    assert headers["Location"] == location
+    assert headers["Content-Type"] == "application/problem+json"
+    assert json.loads(body)["status"] == 308
+    followed = requests.get(server.url + path, timeout=5)  # requests follows it to the API
+    assert followed.status_code in {200, 404} and followed.headers["Content-Type"] != "text/html"
+
+
+FORWARDING = ("GET /v1/models HTTP/1.1\r\nHost: x\r\nSCRIPT_NAME: {script}\r\n"
+              "Connection: close\r\n\r\n")
+
+
+def test_forwarding_headers_from_an_untrusted_peer_are_ignored(server: servers.Server) -> None:
+    """gunicorn trusts loopback by default: any local client could set SCRIPT_NAME (a 500)."""
+    for script in ("/elsewhere", "/v1"):
+        reply = exchange(server.port, FORWARDING.format(script=script).encode())
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+        assert json.loads(reply.partition(b"\r\n\r\n")[2])["active"]
+
+
+def test_forwarding_headers_are_honoured_from_a_configured_proxy(tmp_path: Path) -> None:
+    with servers.running_server(tmp_path, env={"RNNADD_FORWARDED_ALLOW_IPS": "127.0.0.0/8"}) \
+            as trusted:
+        reply = exchange(trusted.port, FORWARDING.format(script="/v1").encode())
+    assert reply.startswith(b"HTTP/1.1 404"), reply[:300]  # PATH_INFO became /models
+    assert b"No such endpoint: /models" in reply

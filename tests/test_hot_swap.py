@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -240,3 +241,63 @@ def test_the_watch_thread_swaps_without_any_request(store: ModelStore) -> None:
         holder.stop()
         thread.join(5)
     assert not thread.is_alive()
+
+
+# --- nothing a request does waits on the model directory -------------------------------------
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    """Poll until condition() holds or the time is up."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_a_fifo_at_current_never_freezes_switching(store: ModelStore) -> None:
+    """A FIFO briefly at CURRENT once blocked the watch thread's read for good: now it is an
+    error at once (degraded, still serving), and the next real CURRENT is followed."""
+    app = create_app({"MODEL_DIR": str(store.root), "RELOAD_INTERVAL": 0.05,
+                      "ACCESS_LOG": False})
+    holder = app.extensions["rnnadd"].holder
+    served = holder.current().version
+    thread = holder.watch()
+    fifo = store.root / ".fifo"
+    try:
+        os.mkfifo(fifo)
+        os.replace(fifo, store.current_file)
+        assert wait_for(lambda: holder.degraded is not None), "the FIFO was never reported"
+        ready = app.test_client().get("/readyz").get_json()
+        assert ready["status"] == "degraded" and "FIFO" in ready["degraded"]
+        assert ready["model_version"] == served
+        new = clone_version(store, served, activate=True)
+        assert wait_for(lambda: holder._model.version == new), "switching is frozen"
+        assert holder.degraded is None
+    finally:
+        with contextlib.suppress(OSError):  # unblock a reader stuck on it, if any
+            os.close(os.open(store.current_file, os.O_WRONLY | os.O_NONBLOCK))
+        holder.stop()
+        thread.join(5)
+
+
+def test_with_the_watch_thread_probes_and_predictions_never_read_the_store(
+    store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app({"MODEL_DIR": str(store.root), "RELOAD_INTERVAL": 0.0,
+                      "ACCESS_LOG": False})
+    holder = app.extensions["rnnadd"].holder
+    thread = holder.watch()
+    try:
+        callers: list[threading.Thread] = []
+        monkeypatch.setattr(ModelHolder, "refresh",
+                            lambda self, force=False: callers.append(threading.current_thread()))
+        client = app.test_client()
+        for path in ("/readyz", "/healthz", "/v2/health/ready"):
+            assert client.get(path).status_code == 200
+        assert client.post("/v1/predict", json={"a": 1, "b": 2}).status_code == 200
+        assert client.post("/v2/models/rnnadd/infer", json={"inputs": [
+            {"name": n, "shape": [1], "datatype": "INT64", "data": [1]} for n in "ab"]}
+        ).status_code == 200
+        assert threading.current_thread() not in callers, "a request read CURRENT"
+    finally:
+        holder.stop()
+        thread.join(5)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import pytest
 
 from service import errors, jobs, retrain
 from service.jobs import ACTIVE, DIED, JobFiles, JobManager, try_lock
+from tests.conftest import clone_version
+from training import train as train_module
 from training.evaluate import exhaustive_accuracy
 from training.ids import new_version_id
 from training.store import GateFailed, ModelStore, Promotion, is_version
@@ -773,3 +776,107 @@ def test_sigterm_ends_the_job_as_failed(root: Path, spawned: list[int]) -> None:
     assert jm.list()[0][0]["status"] == "failed"
     assert jm.outcomes() == {"failed": 1}
     assert tmp_leftovers(root) == []
+
+
+# --- a cancel is honoured at every stage up to activation ------------------------------------
+
+def cancel_when(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, cancel: Path) -> None:
+    """Let `owner.name` write the cancel file as it runs: a DELETE arriving at that stage."""
+    real = getattr(owner, name)
+
+    def cancelling(*args: Any, **kwargs: Any) -> Any:
+        cancel.write_text("cancel\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, cancelling)
+
+
+def test_a_cancel_during_the_final_gate_saves_nothing(model_dir: Path, monkeypatch) -> None:
+    """Once answered 202 and ignored (the job ended succeeded, and went live)."""
+    files = JobFiles(model_dir)
+    job_id = queued_by_hand(model_dir, {"seed": 1}, activate=True)
+    before = sorted(p.name for p in model_dir.iterdir() if is_version(p.name))
+    cancel_when(monkeypatch, train_module, "evaluate", files.path(job_id, ".cancel"))
+    with pytest.raises(retrain.Stopped) as stopped:
+        retrain.run(retrain.Job(files, files.read(job_id)))
+    assert stopped.value.status == "cancelled"
+    assert sorted(p.name for p in model_dir.iterdir() if is_version(p.name)) == before
+
+
+def test_a_cancel_during_activation_keeps_the_version_saved_not_live(model_dir: Path,
+                                                                     monkeypatch) -> None:
+    files = JobFiles(model_dir)
+    store = ModelStore(model_dir)
+    live = store.current()
+    job_id = queued_by_hand(model_dir, {"seed": 1}, activate=True)
+    cancel_when(monkeypatch, ModelStore, "promotion", files.path(job_id, ".cancel"))
+    status, changes = retrain.run(retrain.Job(files, files.read(job_id)))
+    assert status == "cancelled", changes
+    assert "saved but not activated" in changes["error"]
+    assert store.record(changes["model_version"])  # saved
+    assert store.current() == live  # not activated
+
+
+def test_a_job_prunes_the_store_after_its_save(model_dir: Path) -> None:
+    store = ModelStore(model_dir)
+    live = store.current()
+    old = [clone_version(store) for _ in range(3)]
+    files = JobFiles(model_dir)
+    job_id = queued_by_hand(model_dir, {"seed": 1}, activate=False)
+    status, changes = retrain.run(retrain.Job(files, files.read(job_id)), keep_models=2)
+    assert status == "succeeded", changes
+    assert store.version_ids() == [live, old[-1], changes["model_version"]]
+
+
+# --- storage failures: the cause survives, and no server path is shown -----------------------
+
+@contextlib.contextmanager
+def tiny_filesystem(tmp_path: Path, inodes: int) -> Iterator[Path]:
+    """A tmpfs of `inodes` inodes (root only): the real thing an inode-starved disk does."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=16m,nr_inodes={inodes}",
+                           "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_inodes(directory: Path) -> int:
+    """Create empty files until the file system has no inode left; how many it took."""
+    count = 0
+    while True:
+        try:
+            (directory / f"filler-{count}").touch()
+        except OSError as exc:
+            assert exc.errno in (errno.ENOSPC, errno.EDQUOT), exc
+            return count
+        count += 1
+
+
+def test_a_job_that_runs_out_of_inodes_records_why_without_paths(tmp_path: Path) -> None:
+    """With no inode left the record read "training process exited unexpectedly" (and a path
+    when it said more): the room reserved at submit keeps the cause."""
+    with tiny_filesystem(tmp_path, 64) as mount:
+        root = mount / "models"
+        root.mkdir()
+        jm = manager(root, python=fake_python(tmp_path, "exit 0"))  # submit, not the run
+        job_id = jm.submit({"max_steps": 5, "activate": False})["id"]
+        (root / "filler").mkdir()
+        assert fill_inodes(root / "filler") > 0
+        assert retrain_by_hand(root, job_id) == 1
+        record = jm.get(job_id)
+    assert record["status"] == "failed", record
+    assert "No space left on device" in record["error"], record["error"]
+    assert "/" not in record["error"].replace("jobs/", ""), record["error"]
+    assert str(mount) not in json.dumps(record)
+
+
+def test_public_errors_name_files_relative_to_the_model_directory(root: Path) -> None:
+    exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / "jobs" / "x.json"))
+    assert jobs.public_error(exc, root) == "OSError: No space left on device (jobs/x.json)"
+    other = RuntimeError(f"cannot open /srv/secret/place/file.bin or {root}/CURRENT")
+    assert jobs.public_error(other, root) == "RuntimeError: cannot open file.bin or CURRENT"

@@ -13,6 +13,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+
+from tests.kubelet import Cluster, Pod, Probe, expand, run_to_completion
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -167,13 +177,61 @@ def test_the_training_job_trains_into_the_shared_volume_under_the_training_lock(
     job = _by_kind()["Job"]
     assert "generateName" in job["metadata"]  # `kubectl create` makes a new Job each time
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    args = container["args"]
     assert "command" not in container  # the image's entrypoint still seeds an empty volume
-    assert args[:2] == ["flock", "--nonblock"] and f"{MODEL_DIR}/.train.lock" in args
-    start = args.index("python")
-    assert args[start:start + 3] == ["python", "-m", "training.train"]
-    assert args[args.index("--model-dir") + 1] == MODEL_DIR
+    shell, flag, script = container["args"]
+    assert (shell, flag) == ("sh", "-c")
+    words = expand(script, kubelet_env(container)).split()
+    start = words.index("flock")
+    assert words[start:start + 4] == ["flock", "--nonblock", "--conflict-exit-code", "75"]
+    assert words[start + 4] == f"{MODEL_DIR}/.train.lock"
+    assert words[start + 5:start + 8] == ["python", "-m", "training.train"]
+    assert words[words.index("--model-dir") + 1] == MODEL_DIR
     assert container["image"] == _pod_specs()["Deployment"]["containers"][0]["image"]
+
+
+# --- what a kubelet makes of the containers (tests/kubelet.py) ---------------------------------
+
+# The cases of Kubernetes' own expansion tests (third_party/forked/golang/expansion).
+EXPANSIONS = [
+    ("$(VAR_A)", "A"), ("___$(VAR_B)___", "___B___"), ("$(VAR_A)-$(VAR_A)", "A-A"),
+    ("$(VAR_A)-1", "A-1"), ("$(VAR_A)_$(VAR_B)_$(VAR_C)", "A_B_C"),
+    ("$$(VAR_B)_$(VAR_A)", "$(VAR_B)_A"), ("$$(VAR_B)$(VAR_A)", "$(VAR_B)A"),
+    ("f000-$$VAR_A", "f000-$VAR_A"), ("foo\\$(VAR_C)bar", "foo\\Cbar"),
+    ("foo\\\\$(VAR_C)bar", "foo\\\\Cbar"), ("$(VAR_EMPTY)", ""), ("$(VAR_A", "$(VAR_A"),
+    ("$(VAR_DNE)", "$(VAR_DNE)"), ("$(VAR_A)$(VAR_DNE)", "A$(VAR_DNE)"), ("$()", "$()"),
+    ("$(", "$("), ("$", "$"), ("$$", "$"), ("$$$$", "$$"), ("$$$(VAR_A)", "$A"),
+    ("$VAR_A", "$VAR_A"), ("${VAR_A}", "${VAR_A}"), ("$(VAR_A)$", "A$"),
+    ("$(VAR_REF)", "$(VAR_A)"), ("(VAR_A)", "(VAR_A)"), ("$(VAR_A)$(VAR_B", "A$(VAR_B"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), EXPANSIONS)
+def test_expansion_follows_kubernetes_rules(text: str, expected: str) -> None:
+    context = {"VAR_A": "A", "VAR_B": "B", "VAR_C": "C", "VAR_EMPTY": "", "VAR_REF": "$(VAR_A)"}
+    assert expand(text, context) == expected
+
+
+def kubelet_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's variables from the shipped ConfigMap and a stand-in admin Secret."""
+    cluster = Cluster(configmaps={"rnnadd-config": _by_kind()["ConfigMap"].get("data") or {}},
+                      secrets={"rnnadd-admin": {"token": "t0ken"}})
+    return cluster.environment(container)
+
+
+CONTAINERS = {"Deployment": lambda: _pod_specs()["Deployment"]["containers"][0],
+              "Job": lambda: _pod_specs()["Job"]["containers"][0],
+              "InferenceService": lambda: _kserve()["spec"]["predictor"]["containers"][0]}
+
+
+@pytest.mark.parametrize("kind", sorted(CONTAINERS))
+def test_no_variable_reference_is_left_undefined(kind: str) -> None:
+    """Kubernetes passes an undefined $(VAR) on as literal text: a trainer then exits 2."""
+    container = CONTAINERS[kind]()
+    env = kubelet_env(container)
+    for part in [*container.get("command", []), *container.get("args", [])]:
+        names = re.findall(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)", part.replace("$$", ""))
+        undefined = [name for name in names if name not in env]
+        assert not undefined, f"{kind}: $({undefined[0]}) is defined by no variable"
 
 
 # --- KServe -------------------------------------------------------------------------------------
@@ -314,3 +372,131 @@ def test_the_configmap_and_compose_only_pass_settings_the_service_knows() -> Non
     assert all("=" not in item for item in passed), "compose restates a default"
     assert set(passed) <= known, set(passed) - known
     assert compose["services"]["proxy"]["environment"] == ["RNNADD_MAX_BODY"]
+
+
+# --- the manifests' containers, run in Docker as a kubelet runs them ---------------------------
+
+K8S_IMAGE = "rnnadd:k8stest"
+READY_TIMEOUT = 120.0
+
+
+def _docker_or_skip() -> None:
+    """Skip without Docker, except where it is required (CI, REQUIRE_DOCKER=1): then fail."""
+    from tests.test_container import _docker_problem, _docker_required
+
+    problem = _docker_problem()
+    if problem is None:
+        return
+    if _docker_required():
+        pytest.fail(f"needs Docker: {problem} (required because CI=true or REQUIRE_DOCKER=1)")
+    pytest.skip(f"needs Docker: {problem}; set REQUIRE_DOCKER=1 to make this a failure")
+
+
+def _build_image() -> None:
+    base = os.environ.get("RNNADD_PYTHON_IMAGE") or os.environ.get("PYTHON_IMAGE")
+    cmd = ["docker", "build", "-q", "-t", K8S_IMAGE, *(["--build-arg", f"PYTHON_IMAGE={base}"]
+                                                      if base else []), str(ROOT)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _get(url: str, token: str | None = None, body: dict | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def _served(pods: list[Pod]) -> set[str]:
+    return {_get(pod.url() + "/readyz")[1]["model_version"] for pod in pods}
+
+
+@pytest.mark.container
+def test_the_deployment_serves_and_the_training_job_activates_what_it_serves() -> None:
+    """The shipped manifests as a kubelet runs them: ConfigMap and Secret, securityContext,
+    volumes and probes. The Deployment's pods become ready and answer; the training Job ends
+    with a new active version on the shared claim, which every pod then serves."""
+    _docker_or_skip()
+    _build_image()
+    docs = _by_kind()
+    token = secrets.token_urlsafe(24)
+    cluster = Cluster(configmaps={"rnnadd-config": docs["ConfigMap"].get("data") or {}},
+                      secrets={"rnnadd-admin": {"token": token}},
+                      images={"rnnadd:latest": K8S_IMAGE})
+    deployment = docs["Deployment"]
+    pods = [Pod(cluster, deployment["spec"]["template"]["spec"], f"{cluster.prefix}-api-{i}")
+            for i in range(deployment["spec"]["replicas"])]
+    try:
+        for pod in pods:
+            pod.start()
+        for pod in pods:
+            assert pod.ready.wait(READY_TIMEOUT), (pod.events, _logs(pod.name))
+        bundled = (ROOT / "models" / "CURRENT").read_text().strip()
+        assert _served(pods) == {bundled}
+        for pod in pods:
+            status, answer = _get(pod.url() + "/v1/predict", body={"a": 3, "b": 5})
+            assert (status, answer["decimal"]) == (200, 8), answer
+            # The Secret's token reached the app: admin endpoints are on (403 without it).
+            assert _get(pod.url() + "/v1/retrain", token="wrong", body={})[0] == 401
+        code, log = run_to_completion(cluster, docs["Job"], f"{cluster.prefix}-train")
+        assert code == 0, log[-3000:]
+        deadline = time.monotonic() + 5  # RNNADD_RELOAD_INTERVAL (1 s) plus a margin
+        served = _served(pods)
+        while time.monotonic() < deadline and (len(served) > 1 or served == {bundled}):
+            time.sleep(0.2)
+            served = _served(pods)
+        assert len(served) == 1 and served != {bundled}, (served, log[-3000:])
+        (version,) = served
+        for pod in pods:
+            status, model = _get(pod.url() + "/v1/model")
+            assert status == 200 and model["version"] == version, model
+            status, answer = _get(pod.url() + "/v1/predict", body={"a": 2**40, "b": 2**40 - 1})
+            assert status == 200 and answer["decimal"] == 2**41 - 1, answer
+            assert answer["model_version"] == version
+        assert all(pod.ready.is_set() and pod.restarts == 0 for pod in pods), [
+            (pod.name, pod.events) for pod in pods]
+    finally:
+        stoppers = [threading.Thread(target=pod.stop) for pod in pods]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(120)
+        cluster.remove()
+
+
+def _logs(name: str) -> str:
+    result = subprocess.run(["docker", "logs", "--tail", "40", name], capture_output=True,
+                            text=True, timeout=30, check=False)
+    return result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_the_kubelets_grpc_probe_asks_the_health_service() -> None:
+    """Probe's grpc handler against a real grpc.health.v1 server (grpcio-health-checking)."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        probe = Probe({"grpc": {"port": "grpc"}, "timeoutSeconds": 2}, {"grpc": port})
+        named = Probe({"grpc": {"port": port, "service": "rnnadd"}, "timeoutSeconds": 2}, {})
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert probe.check("", lambda p: p)
+        assert not named.check("", lambda p: p)  # an unknown service is NOT_FOUND: a failure
+        servicer.set("rnnadd", health_pb2.HealthCheckResponse.SERVING)
+        assert named.check("", lambda p: p)
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert not probe.check("", lambda p: p)
+    finally:
+        server.stop(0)
+    assert not probe.check("", lambda p: p)  # nothing listens: a failure, not a hang

@@ -52,7 +52,7 @@ def test_models_lists_every_version_and_marks_the_active_one(
 
 def test_models_in_an_empty_directory(tmp_path: Path) -> None:
     body = create_app({"MODEL_DIR": str(tmp_path)}).test_client().get("/v1/models").get_json()
-    assert body == {"active": None, "serving": None, "models": []}
+    assert body == {"active": None, "serving": None, "models": [], "next_after": None}
 
 
 def test_activate_rolls_back_and_this_worker_serves_it_at_once(
@@ -131,3 +131,29 @@ def test_the_model_record_keeps_the_gate_checks(client) -> None:
     gate = client.get("/v1/model").get_json()["gate"]
     assert gate["passed"] is True and gate["status"] == "passed"
     assert {check["name"] for check in gate["checks"]} >= {"exhaustive_8bit", "random_4096bit"}
+
+
+def test_models_are_listed_a_page_at_a_time(client, store: ModelStore,
+                                            contract: Contract) -> None:
+    versions = [store.current()] + [clone_version(store) for _ in range(4)]
+    (store.root / versions[2] / "pinned").touch()
+    seen, query = [], {"limit": 2}
+    while True:
+        response = client.get("/v1/models", query_string=query)
+        contract.check(response, "/v1/models")
+        body = response.get_json()
+        seen += [(m["version"], m["pinned"]) for m in body["models"]]
+        if body["next_after"] is None:
+            break
+        query = {"limit": 2, "after": body["next_after"]}
+    assert [v for v, _ in seen] == versions
+    assert [v for v, pinned in seen if pinned] == [versions[2]]
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"), ({"limit": "ten"}, "limit"),
+    ({"limit": "-1"}, "limit"), ({"after": "latest"}, "after"), ({"after": "../x"}, "after"),
+])
+def test_bad_listing_parameters_are_400_naming_them(client, query: dict, field: str) -> None:
+    response = client.get("/v1/models", query_string=query)
+    assert response.status_code == 400 and response.get_json()["field"] == field

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from service.app import create_app
 from service.inputs import parse_pairs
-from tests.conftest import Contract
+from tests.conftest import Contract, clone_version
+from training.store import ModelStore
 
 PREDICT, BATCH = "/v1/predict", "/v1/predict/batch"
 
@@ -316,3 +317,33 @@ def test_no_input_produces_a_server_error(client: FlaskClient, a: Any, b: Any, e
         response = post(client, path, body)
         assert response.status_code in (200, 400, 413), response.get_data(as_text=True)
         assert response.mimetype in ("application/json", "application/problem+json")
+
+
+# --- answers of a version that is not trusted say so -----------------------------------------
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_answers_of_a_forced_version_are_marked(model_dir: Path, auth: dict, admin_token: str,
+                                                contract: Contract, fast_path: bool) -> None:
+    """A version that fails the gate, activated by force, answers 3 + 5 wrongly: every answer
+    says trusted: false, forced: true; a trusted version's answers carry neither."""
+    app = create_app({"MODEL_DIR": str(model_dir), "ADMIN_TOKEN": admin_token,
+                      "FAST_PATH": fast_path, "ACCESS_LOG": False})
+    client = app.test_client()
+    assert "trusted" not in post(client, PREDICT, {"a": 3, "b": 5}).get_json()
+    store = ModelStore(model_dir)
+    flipped = clone_version(store, flip_output=True)
+    activated = client.post(f"/v1/models/{flipped}/activate", json={"force": True}, headers=auth)
+    assert activated.get_json()["forced"] is True
+    single = post(client, PREDICT, {"a": 3, "b": 5})
+    contract.check(single, PREDICT, "POST")
+    body = single.get_json()
+    assert body["model_version"] == flipped and body["decimal"] != 8
+    assert (body["trusted"], body["forced"]) == (False, True)
+    traced = post(client, PREDICT, {"a": 3, "b": 5, "trace": True}).get_json()
+    assert (traced["trusted"], traced["forced"]) == (False, True)
+    for pairs in ([[3, 5], [1, 1]], [[3, 2**20]]):  # lookup-table widths and wider ones
+        batch = post(client, BATCH, {"pairs": pairs, "bits": 30 if len(pairs) == 1 else 8})
+        contract.check(batch, BATCH, "POST")
+        answer = batch.get_json()
+        assert (answer["trusted"], answer["forced"]) == (False, True)
+        assert all((r["trusted"], r["forced"]) == (False, True) for r in answer["results"])

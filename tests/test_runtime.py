@@ -8,7 +8,9 @@ import pytest
 
 from service.app import create_app
 from service.errors import BadRequest, PayloadTooLarge
-from service.runtime import AUTO, TRACE_MAX_BITS, Runtime, integer
+from service.runtime import AUTO, TRACE_MAX_BITS, Runtime, integer, work_weight
+from tests.conftest import wide_version
+from training.store import ModelStore
 
 
 def runtime_of(model_dir: Path, **config: object) -> Runtime:
@@ -79,3 +81,42 @@ def test_trace_is_refused_above_its_width(model_dir: Path) -> None:
     runtime = runtime_of(model_dir)
     with pytest.raises(BadRequest, match="trace"):
         runtime.trace(1, 1, TRACE_MAX_BITS + 1)
+
+
+# --- the work of a request counts the model's size -------------------------------------------
+
+def test_work_counts_hidden_units_squared_so_a_big_stored_version_is_no_slower(
+    model_dir: Path, admin_token: str
+) -> None:
+    """13 pairs of 1,024 bits fit RNNADD_MAX_WORK=14000 on 16 units; on 256 units they are 256
+    times the work (one step is a 256 x 256 product), so the same request is refused at once."""
+    app = create_app({"MODEL_DIR": str(model_dir), "MAX_WORK": 14_000, "ACCESS_LOG": False,
+                      "ADMIN_TOKEN": admin_token})
+    wide = wide_version(ModelStore(model_dir), 256)
+    client = app.test_client()
+    body = {"inputs": [{"name": n, "shape": [13], "datatype": "INT64", "data": [3] * 13}
+                       for n in "ab"], "parameters": {"bits": 1024}}
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    assert client.post("/v2/models/rnnadd/infer", json=body).status_code == 200
+    refused = client.post(f"/v2/models/rnnadd/versions/{wide}/infer", json=body, headers=auth)
+    assert refused.status_code == 413, refused.get_data(as_text=True)
+    assert "256-unit" in refused.get_json()["error"]
+    small = {**body, "inputs": [{**t, "shape": [1], "data": [3]} for t in body["inputs"]],
+             "parameters": {"bits": 54}}  # 54 x 256 = 13,824 pair-bits of work: fits
+    assert client.post(f"/v2/models/rnnadd/versions/{wide}/infer", json=small,
+                       headers=auth).status_code == 200
+
+
+@pytest.mark.parametrize(("hidden", "weight"), [(1, 1), (8, 1), (16, 1), (17, 2), (32, 4),
+                                                (64, 16), (256, 256)])
+def test_work_weight_is_relative_to_16_units(hidden: int, weight: int) -> None:
+    assert work_weight(hidden) == weight
+
+
+def test_the_default_limits_hold_for_the_16_unit_model(model_dir: Path) -> None:
+    runtime = runtime_of(model_dir)
+    runtime.check_work(2500, 1024, 16)  # 2,560,000: exactly RNNADD_MAX_WORK
+    with pytest.raises(PayloadTooLarge):
+        runtime.check_work(2501, 1024, 16)
+    with pytest.raises(PayloadTooLarge, match="256-unit"):
+        runtime.check_work(10, 1024, 256)

@@ -74,8 +74,25 @@ def test_a_malformed_variable_fails_at_startup_naming_it(name: str, value: str) 
         Settings.from_env({name: value})
 
 
+@pytest.mark.parametrize("bits", ["2", "7"])
+def test_14_a_max_bits_narrower_than_the_gate_stops_the_service_at_startup(bits: str) -> None:
+    """Every retrain would fail (the gate checks all 8-bit sums): refuse it before serving."""
+    from training.gate import EXHAUSTIVE_BITS
+
+    with pytest.raises(ValueError, match=rf"RNNADD_MAX_BITS .*within {EXHAUSTIVE_BITS}\.\."):
+        Settings.from_env({"RNNADD_MAX_BITS": bits})
+    assert Settings.from_env({"RNNADD_MAX_BITS": str(EXHAUSTIVE_BITS)}).max_bits == 8
+
+
+@pytest.mark.parametrize("value", ["proxy", "10.0.0.1/8", "127.0.0.1,,::1/200"])
+def test_a_bad_forwarded_allow_ips_names_the_variable(value: str) -> None:
+    with pytest.raises(ValueError, match="RNNADD_FORWARDED_ALLOW_IPS"):
+        Settings.from_env({"RNNADD_FORWARDED_ALLOW_IPS": value})
+
+
 @pytest.mark.parametrize(("key", "value"), [
-    ("MAX_BITS", 1), ("MAX_BITS", 20_000), ("MAX_BODY", 0), ("MAX_BATCH", 0),
+    ("MAX_BITS", 1), ("MAX_BITS", 7), ("MAX_BITS", 20_000), ("FORWARDED_ALLOW_IPS", "x"),
+    ("MAX_BODY", 0), ("MAX_BATCH", 0),
     ("RELOAD_INTERVAL", -1), ("MAX_BATCH", True), ("MAX_BITS", "64"),
     ("MAX_WORK", 4096), ("JOB_HISTORY", 0), ("WORKERS", 0),
 ])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -625,3 +628,175 @@ def test_write_errors_propagate_and_leave_nothing(store: ModelStore, monkeypatch
         store.activate(first)
     assert second == [first] and store.current() == first
     assert leftovers(store.root) == []
+
+
+# --- reads that cannot block -----------------------------------------------------------------
+
+def in_thread(call: Callable[[], object], timeout: float = 5.0) -> object:
+    """Run call in a daemon thread; fail (rather than hang the suite) if it blocks."""
+    result: list[object] = []
+
+    def target() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # returned for the test to look at
+            result.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{call} blocked for more than {timeout} s"
+    return result[0]
+
+
+def release_fifo(path: Path) -> None:
+    """Unblock anyone stuck reading a FIFO (the code before this fix would be): open, close."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("name", [RECORD, WEIGHTS])
+def test_a_fifo_in_a_version_is_an_error_at_once(store: ModelStore, name: str) -> None:
+    version = store.save(make_params(), make_fields())
+    path = store.root / version / name
+    path.unlink()
+    os.mkfifo(path)
+    try:
+        listed = in_thread(store.versions) if name == RECORD else None
+        loaded = in_thread(lambda: store.load(version))
+    finally:
+        release_fifo(path)
+    assert isinstance(loaded, ModelError) and "not a regular file (a FIFO)" in str(loaded)
+    if listed is not None:
+        assert "a FIFO" in listed[0]["error"]
+
+
+@pytest.mark.parametrize("pointer", ["CURRENT", "LAST_GOOD"])
+def test_a_fifo_at_current_or_last_good_is_an_error_at_once(store: ModelStore,
+                                                            pointer: str) -> None:
+    store.root.mkdir()
+    os.mkfifo(store.root / pointer)
+    try:
+        result = in_thread(store.current if pointer == "CURRENT" else store.last_good)
+    finally:
+        release_fifo(store.root / pointer)
+    assert isinstance(result, ModelError) and "a FIFO" in str(result)
+
+
+def test_a_symlinked_record_is_refused(store: ModelStore, tmp_path: Path) -> None:
+    version = store.save(make_params(), make_fields())
+    outside = tmp_path / "elsewhere.json"
+    (store.root / version / RECORD).rename(outside)
+    (store.root / version / RECORD).symlink_to(outside)
+    with pytest.raises(ModelError, match="symbolic link"):
+        store.record(version)
+
+
+# --- pruning, pins, pages --------------------------------------------------------------------
+
+def saved(store: ModelStore, count: int) -> list[str]:
+    """Versions saved one after another (oldest first)."""
+    return [store.save(make_params(i), make_fields()) for i in range(count)]
+
+
+def test_prune_keeps_the_newest_current_last_good_and_pinned(store: ModelStore) -> None:
+    versions = saved(store, 8)
+    (store.root / "LAST_GOOD").write_text(versions[1] + "\n")
+    (store.root / "CURRENT").write_text(versions[2] + "\n")
+    (store.root / versions[3] / store_module.PINNED).touch()
+    removed = store.prune(3)
+    assert removed == [versions[0], versions[4]]
+    assert store.version_ids() == [versions[1], versions[2], versions[3], *versions[5:]]
+    assert [n for n in os.listdir(store.root) if n.startswith((".trash", ".tmp"))] == []
+
+
+def test_a_store_with_history_prunes_after_every_save(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models", history=2)
+    versions = saved(store, 5)
+    assert store.version_ids() == versions[-2:]
+
+
+def test_a_version_being_read_is_renamed_away_and_deleted_once_released(
+    store: ModelStore,
+) -> None:
+    versions = saved(store, 3)
+    with store._reading(store.root / versions[0]):  # a worker loading this version right now
+        assert store.prune(1) == versions[:2]
+        trash = [n for n in os.listdir(store.root) if n.startswith(store_module.TRASH_PREFIX)]
+        assert len(trash) == 1 and versions[0] in trash[0], "held: renamed, not deleted"
+        with pytest.raises(VersionNotFound):
+            store.load(versions[0])  # new readers no longer find it
+    store.clean_stale()
+    assert [n for n in os.listdir(store.root) if n.startswith(".trash")] == []
+
+
+def test_activation_of_a_pruned_version_is_not_found(store: ModelStore, monkeypatch) -> None:
+    versions = saved(store, 3)
+    real = ModelStore.promotion
+
+    def prune_meanwhile(self: ModelStore, version: str, max_bits: int) -> object:
+        result = real(self, version, max_bits)
+        self.prune(1)  # another process prunes while the gate runs
+        return result
+
+    monkeypatch.setattr(ModelStore, "promotion", prune_meanwhile)
+    with pytest.raises(VersionNotFound):
+        store.activate(versions[0], force=True)
+    assert store.current() is None
+
+
+def test_pages_cover_every_version_in_order(store: ModelStore) -> None:
+    versions = saved(store, 7)  # several in one second: ordered by created_at
+    seen, after = [], None
+    while True:
+        page, after = store.page(3, after)
+        seen += [item["version"] for item in page]
+        assert all("history" not in item for item in page)
+        if after is None:
+            break
+    assert seen == versions
+
+
+def test_listings_read_each_record_once(store: ModelStore, monkeypatch) -> None:
+    saved(store, 5)
+    reads: list[str] = []
+    real = ModelStore.record
+    monkeypatch.setattr(ModelStore, "record",
+                        lambda self, v: reads.append(v) or real(self, v))
+    store.page(100)
+    first = len(reads)
+    assert first == 5
+    store.page(100)
+    store.version_ids()
+    assert len(reads) == first, "versions never change: the second listing reads no record"
+
+
+# --- leftovers of crashed writers ------------------------------------------------------------
+
+def age(path: Path, seconds: float = 3600) -> None:
+    """Make a file look as old as a crash an hour ago."""
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_stale_temporary_files_are_removed_but_not_live_ones(store: ModelStore) -> None:
+    version = store.save(make_params(), make_fields())
+    stale_file = store.root / ".tmp-CURRENT-0123456789abcdef"  # kill -9 inside atomic_write
+    stale_file.write_text(version)
+    stale_dir = store.root / ".tmp-0123456789abcdef"  # kill -9 inside save
+    stale_dir.mkdir()
+    (stale_dir / WEIGHTS).write_bytes(b"half")
+    fresh = store.root / ".tmp-LAST_GOOD-fedcba9876543210"  # being written right now
+    fresh.write_text(version)
+    written = store.root / ".tmp-LAST_GOOD-00000000deadbeef"  # old, but a writer holds it
+    written.write_text(version)
+    for path in (stale_file, stale_dir, written):
+        age(path)
+    holder = os.open(written, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        removed = store.clean_stale()
+    finally:
+        os.close(holder)
+    assert sorted(removed) == sorted([stale_file.name, stale_dir.name])
+    assert fresh.exists() and written.exists() and (store.root / version).is_dir()

@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from service import oip
 from service.app import create_app
 from service.errors import V2Error
+from tests.conftest import clone_version
 from tests.servers import seed_models
 from training.store import ModelStore
 from training.train import TrainConfig, train_and_save
@@ -655,3 +656,41 @@ def test_integers_written_with_a_fraction_are_integers(client: FlaskClient) -> N
     assert response.status_code == 200, response.data
     outputs = {o["name"]: o["data"] for o in response.get_json()["outputs"]}
     assert outputs["sum"] == [8] and outputs["correct"] == [True]
+
+
+# --- versions that are not trusted -----------------------------------------------------------
+
+def test_a_stored_version_that_fails_the_gate_answers_only_admins(model_dir: Path,
+                                                                  admin_token: str) -> None:
+    """Anyone could pick a rejected version by id and get 3 + 5 = 174 unmarked: now a caller
+    without the admin token gets a 403, and an admin's answer says trusted: false."""
+    store = ModelStore(model_dir)
+    flipped = clone_version(store, flip_output=True)
+    client = make_app(model_dir, ADMIN_TOKEN=admin_token).test_client()
+    path = f"/v2/models/rnnadd/versions/{flipped}"
+    refused = client.post(f"{path}/infer", json=pairs([3], [5]))
+    assert "not trusted" in assert_error(refused, 403)
+    assert client.get(f"{path}/ready").status_code == 400
+    wrong = client.post(f"{path}/infer", json=pairs([3], [5]),
+                        headers={"Authorization": "Bearer not-the-token"})
+    assert_error(wrong, 401)
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    answer = client.post(f"{path}/infer", json=pairs([3], [5]), headers=auth).get_json()
+    assert answer["model_version"] == flipped
+    assert answer["parameters"] == {"bits": 8, "trusted": False, "forced": False}
+    assert client.get(f"{path}/ready", headers=auth).status_code == 200
+    trusted = client.post(f"/v2/models/rnnadd/versions/{store.current()}/infer",
+                          json=pairs([3], [5])).get_json()
+    assert trusted["parameters"] == {"bits": 8}
+
+
+def test_answers_of_a_forced_active_version_are_marked(model_dir: Path, contract) -> None:
+    store = ModelStore(model_dir)
+    flipped = clone_version(store, flip_output=True)
+    store.activate(flipped, force=True)
+    client = make_app(model_dir).test_client()
+    response = client.post(INFER, json=pairs([3], [5]))
+    contract.check(response, "/v2/models/{model_name}/infer", "POST")
+    answer = response.get_json()
+    assert answer["model_version"] == flipped
+    assert answer["parameters"] == {"bits": 8, "trusted": False, "forced": True}

@@ -2,6 +2,12 @@
 
 Error messages name files relative to the model directory (e.g. `<version>/weights.npz`), since
 they reach API clients; ModelError.path keeps the full path for logs.
+
+Reads never block: only regular files are opened (a FIFO or a device is an error at once).
+A reader holds a shared flock on the version's directory while it reads; pruning renames a
+version away (`.trash-*`, atomic: new readers see no such version) and deletes it only once no
+reader holds that lock. Versions never change once written, so listings come from a cache of
+their records (without the training history), checked against the directory's inode.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import re
 import secrets
 import shutil
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from training.config import FIELDS, ConfigError, check_value
-from training.files import atomic_write, fsync_dir, write_new
+from training.files import (
+    TMP_PREFIX,
+    NotRegularFile,
+    atomic_write,
+    fsync_dir,
+    read_regular,
+    remove_stale,
+    write_new,
+)
 from training.gate import run_gate
 from training.ids import is_version, new_version_id
 from training.predictor import Predictor
@@ -34,8 +48,13 @@ Params = dict[str, np.ndarray]
 
 FORMAT_VERSION = 1
 WEIGHTS, RECORD, CURRENT, LAST_GOOD = "weights.npz", "model.json", "CURRENT", "LAST_GOOD"
-ACTIVATION_LOCK = ".activate.lock"  # serializes activations: compare-and-set on CURRENT
+ACTIVATION_LOCK = ".activate.lock"  # serializes activations and pruning: compare-and-set
+PINNED = "pinned"  # a file of this name in a version's directory keeps it from being pruned
+TRASH_PREFIX = ".trash-"  # a pruned version, renamed away, until no reader holds it
 MAX_RECORD_BYTES = 4 << 20  # model.json holds the training history: generous, but bounded
+MAX_ID_FILE_BYTES = 4096  # CURRENT and LAST_GOOD hold one version id
+SUMMARY_OMITS = frozenset({"history"})  # what listings leave out of a record (the bulk of it)
+GATE_SUMMARY_KEYS = ("passed", "max_bits", "failed", "seconds")
 REMEMBERED_FAILURES = 64
 STORE_FIELDS = ("format_version", "version", "created_at", "sha256")
 CALLER_FIELDS = (
@@ -267,14 +286,31 @@ def _signature(*paths: Path) -> tuple:
     return tuple(sig)
 
 
-class ModelStore:
-    """One directory per version under root, plus CURRENT (the active one) and LAST_GOOD."""
+def summary(record: dict) -> dict:
+    """A record as listings show it: no training history, the gate without its checks."""
+    item = {k: v for k, v in record.items() if k not in SUMMARY_OMITS}
+    gate = record.get("gate")
+    if isinstance(gate, dict):
+        item["gate"] = {k: gate[k] for k in GATE_SUMMARY_KEYS if k in gate}
+    return item
 
-    def __init__(self, root: str | Path) -> None:
+
+class ModelStore:
+    """One directory per version under root, plus CURRENT (the active one) and LAST_GOOD.
+
+    history: after every save, keep only the newest `history` versions (plus CURRENT,
+    LAST_GOOD and pinned ones); None keeps everything.
+    """
+
+    def __init__(self, root: str | Path, history: int | None = None) -> None:
+        if history is not None and (type(history) is not int or history < 1):
+            raise ValueError(f"history must be a positive integer or None, got {history!r}")
         self.root = Path(root)
+        self.history = history
         self.current_file = self.root / CURRENT
         self.last_good_file = self.root / LAST_GOOD
         self._failed: dict[tuple, ModelError] = {}  # (version, file signature) -> the error
+        self._summaries: dict[str, tuple[int, dict]] = {}  # version -> (dir inode, summary)
 
     def _error(self, path: Path, problem: str, kind: type[ModelError] = ModelError) -> ModelError:
         """An error naming path relative to the model directory."""
@@ -283,10 +319,16 @@ class ModelStore:
     def _read_id_file(self, path: Path) -> str | None:
         """The version named in CURRENT or LAST_GOOD, or None when the file does not exist."""
         try:
-            return path.read_text(encoding="utf-8").strip()
+            data = read_regular(path, MAX_ID_FILE_BYTES)
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
+            raise self._error(path, f"cannot be read ({exc.strerror or exc})") from exc
+        if len(data) > MAX_ID_FILE_BYTES:
+            raise self._error(path, f"is larger than {MAX_ID_FILE_BYTES:,} bytes")
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
             raise self._error(path, f"cannot be read ({exc})") from exc
 
     def current(self) -> str | None:
@@ -300,18 +342,91 @@ class ModelStore:
 
     def versions(self) -> list[dict]:
         """Records oldest first; an unreadable version is listed as {"version", "error"}."""
-        if not self.root.is_dir():
-            return []
         found = []
-        for version in sorted(p.name for p in self.root.iterdir() if is_version(p.name)):
+        for version in self.version_ids():
             try:
                 found.append(self.record(version))
             except VersionNotFound:
-                continue  # not a directory, or removed while listing
+                continue  # removed while listing
             except ModelError as exc:
                 found.append({"version": version, "error": str(exc)})
-        # ids order by second; created_at (microseconds) orders versions saved in the same one
-        return sorted(found, key=lambda r: (r["version"][:16], str(r.get("created_at", ""))))
+        return found
+
+    def _entries(self) -> dict[str, int]:
+        """Version directories and their inodes: one directory read, no stat, no file opened."""
+        try:
+            with os.scandir(self.root) as entries:
+                return {e.name: e.inode() for e in entries
+                        if is_version(e.name) and e.is_dir(follow_symlinks=False)}
+        except OSError:
+            return {}
+
+    def version_ids(self) -> list[str]:
+        """Stored version ids oldest first, from the directory alone (no record is read).
+
+        Ids order by second; created_at (microseconds) orders versions saved in the same one,
+        so only versions that share their second have their (cached) record read.
+        """
+        return self._ordered(self._entries())
+
+    def _ordered(self, entries: dict[str, int]) -> list[str]:
+        """Sort ids by (second, created_at), reading created_at only where seconds tie."""
+        names = sorted(entries)
+        seconds: dict[str, int] = {}
+        for name in names:
+            seconds[name[:16]] = seconds.get(name[:16], 0) + 1
+        return sorted(names, key=lambda n: (n[:16], self._created(n, entries[n])
+                                            if seconds[n[:16]] > 1 else ""))
+
+    def _created(self, version: str, inode: int) -> str:
+        """created_at of a version (cached), or "" when its record cannot be read."""
+        item = self.summary(version, inode)
+        return str(item.get("created_at", "")) if "error" not in item else ""
+
+    def summary(self, version: str, inode: int | None = None) -> dict:
+        """A version's record without its history, from the cache when its directory is the same.
+
+        An unreadable version is {"version", "error"} (not cached: it may be repaired).
+        """
+        if inode is None:
+            try:
+                inode = os.stat(self.root / version, follow_symlinks=False).st_ino
+            except OSError:
+                return {"version": version, "error": f"{version}: no such version"}
+        cached = self._summaries.get(version)
+        if cached is not None and cached[0] == inode:
+            return cached[1]
+        try:
+            item = summary(self.record(version))
+        except ModelError as exc:
+            return {"version": version, "error": str(exc)}
+        self._summaries[version] = (inode, item)
+        return item
+
+    def page(self, limit: int, after: str | None = None) -> tuple[list[dict], str | None]:
+        """Up to `limit` summaries of versions stored after `after` (an id), oldest first.
+
+        Returns the summaries and the id to pass as `after` for the next page (None at the end).
+        Cost: one directory read plus `limit` cache lookups (a record is read once per worker).
+        """
+        entries = self._entries()
+        for gone in set(self._summaries) - set(entries):  # pruned: forget them
+            self._summaries.pop(gone, None)
+        ordered = self._ordered(entries)
+        start = 0
+        if after is not None:
+            key = (after[:16], self._created(after, entries[after]) if after in entries else "")
+            start = next((i for i, name in enumerate(ordered) if (
+                name[:16], self._created(name, entries[name])
+                if name[:16] == after[:16] else "") > key), len(ordered))
+        chosen = ordered[start:start + limit]
+        items = [self.summary(name, entries[name]) for name in chosen]
+        more = start + limit < len(ordered)
+        return items, (chosen[-1] if more and chosen else None)
+
+    def pinned(self, version: str) -> bool:
+        """Whether a version carries the pin marker (kept by pruning whatever its age)."""
+        return os.path.lexists(self.root / version / PINNED)
 
     def _version_dir(self, version: str) -> Path:
         """Map an id to its directory, refusing anything that is not a stored version id."""
@@ -322,13 +437,17 @@ class ModelStore:
             raise self._error(path, "no such version", VersionNotFound)
         return path
 
-    def _read(self, path: Path, limit: int) -> bytes:
-        """Read a file of at most `limit` bytes, turning I/O failures into a ModelError."""
+    def _read(self, path: Path, limit: int, dir_fd: int | None = None) -> bytes:
+        """Read a regular file of at most `limit` bytes, turning I/O failures into a ModelError.
+
+        With dir_fd, path's name is opened in that (locked) directory.
+        """
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(limit + 1)
+            data = read_regular(path.name if dir_fd is not None else path, limit, dir_fd=dir_fd)
         except FileNotFoundError as exc:
             raise self._error(path, "is missing") from exc
+        except NotRegularFile as exc:
+            raise self._error(path, exc.strerror) from exc
         except OSError as exc:
             raise self._error(path, f"cannot be read ({exc.strerror or exc})") from exc
         if len(data) > limit:
@@ -337,14 +456,45 @@ class ModelStore:
 
     def record(self, version: str) -> dict:
         """Validated model.json of a version (weights are not read)."""
-        path = self._version_dir(version) / RECORD
+        directory = self._version_dir(version)
+        with self._reading(directory) as fd:
+            return self._record_at(version, directory, fd)
+
+    def _record_at(self, version: str, directory: Path, fd: int) -> dict:
+        """model.json read through the version's locked directory descriptor, validated."""
+        path = directory / RECORD
         try:
-            record = json.loads(self._read(path, MAX_RECORD_BYTES))
+            record = json.loads(self._read(path, MAX_RECORD_BYTES, fd))
         except (ValueError, RecursionError) as exc:
             raise self._error(path, f"is not valid JSON ({exc})") from exc
         if problem := _record_problem(record, version):
             raise self._error(path, problem)
         return record
+
+    @contextlib.contextmanager
+    def _reading(self, directory: Path) -> Iterator[int]:
+        """The version directory, opened and share-locked so pruning cannot delete it under us.
+
+        The lock is never waited for: a version that pruning holds is being removed, so it is
+        not found, as is one renamed away between the lookup and the lock.
+        """
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise self._error(directory, "no such version", VersionNotFound) from exc
+        except OSError as exc:
+            raise self._error(directory, f"cannot be opened ({exc.strerror or exc})") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                still_here = os.stat(directory).st_ino == os.fstat(fd).st_ino
+            except OSError:
+                still_here = False
+            if not still_here:
+                raise self._error(directory, "no such version (being removed)", VersionNotFound)
+            yield fd
+        finally:
+            os.close(fd)
 
     def load(self, version: str) -> Model:
         """Load a version, verifying checksum, arrays and bounds; failures are remembered."""
@@ -363,12 +513,15 @@ class ModelStore:
             raise
 
     def _load(self, version: str) -> Model:
-        """The uncached load."""
-        record = self.record(version)
-        hidden = record["hyperparameters"]["hidden_size"]
-        path = self.root / version / WEIGHTS
-        # a stored npz is the raw arrays plus a few hundred bytes of zip and npy headers
-        data = self._read(path, 8 * sum(map(np.prod, _expected_shapes(hidden).values())) + 4096)
+        """The uncached load, under the version directory's shared lock."""
+        directory = self._version_dir(version)
+        with self._reading(directory) as fd:
+            record = self._record_at(version, directory, fd)
+            hidden = record["hyperparameters"]["hidden_size"]
+            path = directory / WEIGHTS
+            # a stored npz is the raw arrays plus a few hundred bytes of zip and npy headers
+            limit = 8 * sum(map(np.prod, _expected_shapes(hidden).values())) + 4096
+            data = self._read(path, int(limit), fd)
         digest = hashlib.sha256(data).hexdigest()
         if digest != record["sha256"]:
             raise self._error(path, f"sha256 is {digest}, but {RECORD} says {record['sha256']}")
@@ -436,9 +589,15 @@ class ModelStore:
         text = json.dumps(record, indent=2, allow_nan=False, default=_json_default) + "\n"
 
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".tmp-{secrets.token_hex(8)}"
+        tmp = self.root / f"{TMP_PREFIX}{secrets.token_hex(8)}"
         tmp.mkdir()
         try:
+            lock = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except BaseException:
+            tmp.rmdir()
+            raise
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # "being written": clean_stale leaves it alone
             write_new(tmp / WEIGHTS, weights)
             write_new(tmp / RECORD, text.encode())
             for name, data in extra_files.items():
@@ -448,23 +607,34 @@ class ModelStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            os.close(lock)
         fsync_dir(self.root)
+        if self.history is not None:
+            with contextlib.suppress(OSError, ModelError):  # a failed prune never fails a save
+                self.prune(self.history)
         if activate:
             self.activate(version, max_bits=max_bits)
         return version
 
     def activate(self, version: str, *, force: bool = False, max_bits: int = 4096,
-                 expect_current: str | None = ANY_CURRENT) -> Promotion:
+                 expect_current: str | None = ANY_CURRENT,
+                 before_switch: Callable[[], None] | None = None) -> Promotion:
         """Establish that a version may go live, then point CURRENT at it atomically.
 
         A version that is not promotable goes live only with force, and never becomes LAST_GOOD.
         With expect_current, CURRENT must still name that version (None: no CURRENT) when it is
         replaced, else CurrentChanged: a job started from one version never undoes a rollback.
+        before_switch runs under the lock just before CURRENT is replaced; raising stops it.
         """
         promotion = self.promotion(version, max_bits)
         if not promotion.passed and not force:
             raise GateFailed(self.root / version / RECORD, promotion, self.root)
         with self._activation_lock():
+            if not (self.root / version).is_dir():  # pruned since the gate ran
+                raise self._error(self.root / version, "no such version", VersionNotFound)
+            if before_switch is not None:
+                before_switch()
             if expect_current is not ANY_CURRENT:
                 found = self.current()
                 if found != expect_current:
@@ -473,6 +643,43 @@ class ModelStore:
             if promotion.passed:
                 atomic_write(self.last_good_file, f"{version}\n".encode())
         return promotion
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove all but the newest `keep` versions; CURRENT, LAST_GOOD and pinned ones stay.
+
+        Under the activation lock (nothing goes live meanwhile), each version is renamed away
+        at once, then deleted unless a reader still holds it (a later prune finishes it).
+        Stale temporary files of crashed writers go too. Returns the versions removed.
+        """
+        if type(keep) is not int or keep < 1:
+            raise ValueError(f"keep must be a positive integer, got {keep!r}")
+        removed: list[str] = []
+        with self._activation_lock():
+            keep_ids = {self.current(), self.last_good()}
+            ordered = self.version_ids()
+            for version in ordered[:max(0, len(ordered) - keep)]:
+                if version in keep_ids or self.pinned(version):
+                    continue
+                trash = self.root / f"{TRASH_PREFIX}{version}-{secrets.token_hex(4)}"
+                try:
+                    os.rename(self.root / version, trash)
+                except FileNotFoundError:
+                    continue
+                removed.append(version)
+                self._summaries.pop(version, None)
+        if removed:
+            fsync_dir(self.root)
+        self.clean_stale()
+        return removed
+
+    def clean_stale(self) -> list[str]:
+        """Delete what crashed writers and pruning left: unlocked .tmp-* (old) and .trash-*."""
+        if not self.root.is_dir():
+            return []
+        gone = remove_stale(self.root, (TRASH_PREFIX,), older_than=0.0)
+        gone += remove_stale(self.root, (TMP_PREFIX,))
+        gone += remove_stale(self.root / "jobs", (TMP_PREFIX,))
+        return gone
 
     @contextlib.contextmanager
     def _activation_lock(self) -> Iterator[None]:
