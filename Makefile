@@ -69,3 +69,13 @@ clean-docker:
 
 bench-proxy: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.proxy
+
+# gRPC against /v2 REST and against MLServer 1.7 (in a venv of its own: its pins differ).
+MLSERVER_VENV ?= .venv-mlserver
+$(MLSERVER_VENV)/bin/mlserver: requirements-mlserver.txt
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install -q -r requirements-mlserver.txt
+	touch $@
+
+bench-grpc: $(VENV)/.dev $(MLSERVER_VENV)/bin/mlserver
+	$(BIN)/python -m benchmarks.grpc --mlserver $(MLSERVER_VENV)/bin/mlserver
