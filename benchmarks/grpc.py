@@ -128,8 +128,9 @@ def mlserver(executable: str, tmp: Path, model_dir: Path) -> Iterator[MLServer]:
     log = tmp / "mlserver.log"
     env = {**os.environ, "PYTHONPATH": str(servers.ROOT), "OPENBLAS_NUM_THREADS": "1"}
     with open(log, "ab") as out:
-        proc = subprocess.Popen([executable, "start", str(folder)], cwd=folder, env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        command = [os.path.abspath(executable), "start", str(folder)]  # it runs in `folder`
+        proc = subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
     running = MLServer(proc, f"{HOST}:{ports[1]}", log)
     try:
         wait_model_ready(running.grpc, proc, log)
