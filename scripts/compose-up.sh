@@ -27,8 +27,8 @@ ready() {
     [[ -n $proxy ]] || return 1
     docker exec "$proxy" python3 -c "
 import csv, io, sys, urllib.request
-rows = csv.DictReader(io.StringIO(urllib.request.urlopen(
-    'http://127.0.0.1:8404/stats;csv', timeout=3).read().decode().lstrip('# ')))
+rows = list(csv.DictReader(io.StringIO(urllib.request.urlopen(
+    'http://127.0.0.1:8404/stats;csv', timeout=3).read().decode().lstrip('# '))))
 up = {name: sum(r['pxname'] == name and r['svname'] != 'BACKEND' and r['status'] == 'UP'
                 for r in rows) for name in ('api', 'grpc')}
 sys.exit(0 if min(up.values()) >= $replicas else 1)" 2>/dev/null
