@@ -1,6 +1,6 @@
 """gRPC against /v2 REST on the same service, and against MLServer 1.7's gRPC, side by side:
 
-    python -m benchmarks.grpc --mlserver /work/venv-mlserver/bin/mlserver
+    python -m benchmarks.grpc --mlserver .venv-mlserver/bin/mlserver    (make bench-grpc)
 
 One run starts the service (gunicorn, 2 workers, REST and gRPC from the same workers) and
 MLServer (its own venv, requirements-mlserver.txt) serving the same numpy model through
