@@ -175,18 +175,29 @@ def max_gate_runs(checks: int) -> int:
     return (checks + 1).bit_length()
 
 
+def restart_round(config: TrainConfig) -> int | None:
+    """The fine-tune round that starts again from the trained weights on fresh pairs, if any.
+
+    With 4 rounds or more, the second half restarts: a fine-tune that saturates a model past
+    what the certifier can prove (seed 12 of 0-19) seldom recovers, a fresh one often does.
+    """
+    return config.finetune_rounds // 2 + 1 if config.finetune_rounds >= 4 else None
+
+
 def certify_budgets(config: TrainConfig) -> list[float]:
     """The certifier's time limit after each fine-tune round; 0 means that round is only gated.
 
-    With several rounds, the first is only gated: on seeds 0-19 one fine-tune round never
-    sufficed, so certifying after it was time lost. Every later round gets certify_seconds.
-    One attempt when finetune_rounds is 0 or 1; none without certify.
+    The first round of a fine-tune (from the trained weights) is only gated: on seeds 0-19 one
+    round never sufficed, so certifying after it was time lost. Every other round gets
+    certify_seconds. One attempt when finetune_rounds is 0 or 1; none without certify.
     """
     if not config.certify:
         return []
     if config.finetune_rounds <= 1:
         return [config.certify_seconds]
-    return [0.0] + [config.certify_seconds] * (config.finetune_rounds - 1)
+    fresh = {1, restart_round(config)}
+    return [0.0 if k in fresh else config.certify_seconds
+            for k in range(1, config.finetune_rounds + 1)]
 
 
 def work_parts(config: TrainConfig, max_bits: int = GATE_BITS) -> dict[str, float]:
