@@ -593,7 +593,7 @@ def long_job() -> dict[str, Any]:
     """A job that keeps training for a long time (it never converges), within every bound."""
     fields = schema_fields()
     return {"optimizer": "sgd", "learning_rate": 1e-6, "hidden_size": 8, "batch_size": 8,
-            "max_steps": fields["max_steps"]["maximum"], "activate": False}
+            "max_steps": fields["max_steps"]["maximum"], "check_every": 100, "activate": False}
 
 
 def wait_running(jm: JobManager, job_id: str, timeout: float = 60.0) -> dict:
