@@ -36,6 +36,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     RNNADD_MODEL_DIR=/var/lib/rnnadd/models \
     RNNADD_SEED_DIR=/opt/rnnadd/seed-models \
+    RNNADD_GRPC_BIND=0.0.0.0:8081 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/rnnadd-metrics
 RUN groupadd --system --gid 10001 rnnadd \
     && useradd --system --uid 10001 --gid rnnadd --home-dir /tmp --no-create-home \
@@ -50,7 +51,8 @@ COPY service/ /app/service/
 WORKDIR /app
 USER rnnadd
 VOLUME ["/var/lib/rnnadd/models"]
-EXPOSE 8000
+# 8000: HTTP (/v1, /v2 REST); 8081: gRPC (the Open Inference Protocol), from the same workers.
+EXPOSE 8000 8081
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
 ENTRYPOINT ["rnnadd-entrypoint"]

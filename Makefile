@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+GRPC_PORT ?= 8081
 
-.PHONY: serve test lint bench install install-dev clean up down clean-docker bench-proxy
+.PHONY: serve test lint bench install install-dev clean up down clean-docker bench-proxy \
+	grpc-stubs bench-grpc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +29,16 @@ install: $(VENV)/.runtime
 
 install-dev: $(VENV)/.dev
 
+# REST and gRPC from the same gunicorn workers (GRPC_PORT= turns gRPC off); Ctrl-C stops both.
 serve: $(VENV)/.runtime
-	@echo "serving the model in $${RNNADD_MODEL_DIR:-models/} on http://$(HOST):$(PORT)/ (Ctrl-C stops)"
-	$(BIN)/gunicorn -c service/gunicorn.conf.py --bind $(HOST):$(PORT) 'service.app:create_app()'
+	@echo "serving the model in $${RNNADD_MODEL_DIR:-models/} on http://$(HOST):$(PORT)/$(if $(GRPC_PORT), and gRPC on $(HOST):$(GRPC_PORT),) (Ctrl-C stops)"
+	RNNADD_GRPC_BIND=$(if $(GRPC_PORT),$(HOST):$(GRPC_PORT),) \
+	    $(BIN)/gunicorn -c service/gunicorn.conf.py --bind $(HOST):$(PORT) 'service.app:create_app()'
+
+# The committed Python modules of the Open Inference Protocol's gRPC definition.
+grpc-stubs: $(VENV)/.dev
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. \
+	    service/proto/open_inference_grpc.proto
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -60,3 +69,13 @@ clean-docker:
 
 bench-proxy: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.proxy
+
+# gRPC against /v2 REST and against MLServer 1.7 (in a venv of its own: its pins differ).
+MLSERVER_VENV ?= .venv-mlserver
+$(MLSERVER_VENV)/bin/mlserver: requirements-mlserver.txt
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install -q -r requirements-mlserver.txt
+	touch $@
+
+bench-grpc: $(VENV)/.dev $(MLSERVER_VENV)/bin/mlserver
+	$(BIN)/python -m benchmarks.grpc --mlserver $(MLSERVER_VENV)/bin/mlserver

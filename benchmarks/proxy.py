@@ -94,11 +94,12 @@ def _wait(check: Callable[[], bool], what: str, timeout: float = 120) -> None:
 
 
 @contextlib.contextmanager
-def stack(replicas: int, compose: list[str],
-          proxy_env: dict[str, str] | None = None) -> Iterator[tuple[Setup, str]]:
+def stack(replicas: int, compose: list[str], proxy_env: dict[str, str] | None = None,
+          proxy_config: Path | None = None) -> Iterator[tuple[Setup, str]]:
     """A compose project with the proxy and `replicas` api replicas; (setup, project).
 
-    proxy_env: variables for the proxy container only (through an override file)."""
+    proxy_env: variables for the proxy container only; proxy_config: a haproxy.cfg to mount in
+    place of the image's (both through an override file)."""
     project = f"rnnaddbench{replicas}x{secrets.token_hex(3)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RNNADD_")}
     # RNNADD_PORT=0: Docker picks a free port on 127.0.0.1, read back with `compose port`
@@ -106,11 +107,14 @@ def stack(replicas: int, compose: list[str],
                RNNADD_PROXY_IMAGE="rnnadd-proxy:bench", WEB_CONCURRENCY="2")
     base = [*compose, "-p", project]
     override = None
-    if proxy_env:
+    if proxy_env or proxy_config:
+        proxy: dict[str, list[str]] = {
+            "environment": [f"{k}={v}" for k, v in (proxy_env or {}).items()]}
+        if proxy_config:
+            proxy["volumes"] = [f"{proxy_config}:/etc/haproxy/haproxy.cfg:ro"]
         handle, override = tempfile.mkstemp(prefix="rnnadd-bench-", suffix=".yml")
         with os.fdopen(handle, "w") as out:
-            out.write(json.dumps({"services": {"proxy": {"environment": [
-                f"{k}={v}" for k, v in proxy_env.items()]}}}))  # JSON is YAML
+            out.write(json.dumps({"services": {"proxy": proxy}}))  # JSON is YAML
         base += ["-f", str(ROOT / "docker-compose.yml"), "-f", override]
     try:
         _run([*base, "up", "-d", "--scale", f"api={replicas}"], env)

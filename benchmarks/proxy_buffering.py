@@ -1,9 +1,13 @@
 """What holding whole request bodies in the proxy costs: `python -m benchmarks.proxy_buffering`.
 
-Two compose stacks are up at once, HAProxy in front of 3 api replicas each, differing only in the
-proxy's buffer (RNNADD_PROXY_BUFSIZE): 16 KiB, HAProxy's default and this project's setting
-before, where a body larger than that is streamed to a replica as it arrives; and the shipped
-RNNADD_MAX_BODY + 32 KiB, where the proxy holds the whole body until it is complete. For each:
+Three compose stacks are up at once, HAProxy in front of 3 api replicas each, differing only in
+how the proxy holds bodies: "16 KiB, one process", HAProxy's default buffer and this project's
+setting before, where a body larger than that is streamed to a replica as it arrives; "whole
+body, one process", the same with tune.bufsize = RNNADD_MAX_BODY + 32 KiB, where the proxy holds
+any body until it is complete but copies a whole 1 MiB buffer per request for L7 retries; and the
+shipped configuration, 16 KiB buffers plus a body holder (holder.cfg, buffers of RNNADD_MAX_BODY
++ 32 KiB) for bodies that do not fit in one. The two references are the shipped haproxy.cfg with
+the holder left out (and the buffer raised), mounted over the image's. For each:
 
 - memory: the resident size of the proxy's processes idle, then with N connections each holding
   an unfinished request (headers and 17.6 KB, 190 KB or 1 MiB - 1 byte of a larger body), as kB
@@ -27,17 +31,36 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from benchmarks import load
 from benchmarks.proxy import PAIR, _compose, _get, _run, batch_body, check, measure, stack
 from tests.test_container import SLOW_UPLOADS
 
-SETUPS = {"16 KiB buffer (before)": {"RNNADD_PROXY_BUFSIZE": "16384"},
-          "whole body (shipped)": {}}
+CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "haproxy" / "haproxy.cfg"
+SETUPS = ("16 KiB, one process", "whole body, one process", "holder (shipped)")
 HOLD = {"headers + 17.6 KB": 17_600, "190 KB": 190_000, "1 MiB - 1 B": 1024 * 1024 - 1}
 
 
+def reference_config(name: str, directory: Path) -> Path | None:
+    """The shipped haproxy.cfg without the holder (and with whole-body buffers); None: shipped."""
+    if name == SETUPS[2]:
+        return None
+    text = CONFIG.read_text()
+    for line in ("    use_backend holder if large_body\n",
+                 "program holder\n    command haproxy -db -f /etc/haproxy/holder.cfg\n"):
+        if line not in text:
+            raise SystemExit(f"{CONFIG} has no {line.strip()!r} to leave out")
+        text = text.replace(line, "")
+    if name == SETUPS[1]:
+        buffer = '    tune.bufsize "${RNNADD_PROXY_BUFSIZE}"\n'
+        text = text.replace("\nglobal\n", "\nglobal\n" + buffer, 1)
+    path = directory / f"haproxy-{SETUPS.index(name)}.cfg"
+    path.write_text(text)
+    path.chmod(0o644)
+    return path
 def proxy_rss_kb(project: str, compose: list[str]) -> int:
     """Resident kB of every haproxy process in the project's proxy container."""
     (cid,) = _run([*compose, "-p", project, "ps", "-q", "proxy"]).split()
@@ -129,9 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     patterns = [("10,000 pairs", "/v1/predict/batch", batch, 4),
                 ("single pair", "/v1/predict", json.dumps(PAIR).encode(), 16)]
     with contextlib.ExitStack() as stacks:
+        configs = Path(stacks.enter_context(tempfile.TemporaryDirectory(prefix="rnnadd-bench-")))
+        configs.chmod(0o755)  # the proxy runs as haproxy, not as this user
         setups = {}
-        for name, proxy_env in SETUPS.items():
-            setup, project = stacks.enter_context(stack(3, compose, proxy_env))
+        for name in SETUPS:
+            setup, project = stacks.enter_context(
+                stack(3, compose, proxy_config=reference_config(name, configs)))
             check(setup, batch)
             setups[name] = (setup, project)
         mem = {name: memory(project, compose, setup.port, args.connections)

@@ -148,6 +148,21 @@ class V2Error(APIError):
         return self.detail
 
 
+# The gRPC status of each HTTP status, as the Open Inference Protocol and Triton map them: one
+# table for every error the inference core raises, so both protocols refuse alike.
+GRPC_CODES: dict[int, str] = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+    404: "NOT_FOUND", 405: "UNIMPLEMENTED", 409: "FAILED_PRECONDITION",
+    413: "RESOURCE_EXHAUSTED", 415: "INVALID_ARGUMENT", 503: "UNAVAILABLE",
+    507: "RESOURCE_EXHAUSTED",
+}
+
+
+def grpc_code(error: APIError) -> str:
+    """The name of the gRPC status code (grpc.StatusCode) that carries this error."""
+    return GRPC_CODES.get(error.status, "INTERNAL")
+
+
 _HTTP_DETAILS: dict[int, tuple[type[APIError], str]] = {
     400: (BadRequest, "The request could not be understood."),
     404: (NotFound, "No such endpoint: {path}. See /openapi.json for the API."),

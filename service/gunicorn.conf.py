@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from typing import Any
 
@@ -59,6 +60,9 @@ worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 _created_metrics_dir: list[str] = []
+# The gRPC port, bound (not listening) by the master for as long as it runs: workers listen on
+# it with SO_REUSEPORT, so port 0 becomes one port for all, and no other user can take it.
+_grpc_port_holder: list[socket.socket] = []
 
 # glibc returns every large buffer (a 10,000-pair answer is about 1 MB) to the kernel at once
 # and maps it anew on the next request; keeping them in the heap spares that (docs/benchmarks.md).
@@ -95,6 +99,31 @@ def on_starting(server: Any) -> None:
         for stale in glob.glob(os.path.join(path, "*.db")):  # figures of an earlier run
             os.remove(stale)
     server.log.info("prometheus multiprocess metrics in %s", path)
+    reserve_grpc_port(server)
+
+
+def reserve_grpc_port(server: Any) -> None:
+    """Hold RNNADD_GRPC_BIND's port for the workers' gRPC servers; say where it is."""
+    from service.settings import grpc_address
+
+    bind = os.environ.get("RNNADD_GRPC_BIND", _settings.grpc_bind).strip()
+    address = grpc_address(bind) if bind else None
+    if address is None:
+        return
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(f"RNNADD_GRPC_BIND={bind}: cannot bind: {exc}") from exc
+    _grpc_port_holder.append(sock)
+    port = sock.getsockname()[1]
+    bound = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    os.environ["RNNADD_GRPC_BIND"] = bound  # what the workers' Settings read
+    server.log.info("gRPC listening at: %s (in every worker)", bound)
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -119,6 +148,19 @@ def post_worker_init(worker: Any) -> None:
     services = getattr(worker.wsgi, "extensions", {}).get("rnnadd")
     if services is not None:
         services.holder.watch()
+    if os.environ.get("RNNADD_GRPC_BIND", "").strip():
+        from service import grpc_server  # imported in workers only: grpc must not fork
+
+        grpc_server.serve_in_worker(worker)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Let the worker's gRPC calls in flight finish before it exits."""
+    running = getattr(worker, "rnnadd_grpc", None)
+    if running is not None:
+        from service import grpc_server
+
+        grpc_server.finish_in_worker(worker)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -71,12 +71,15 @@ class Metrics:
         self.multiprocess = multiprocess_dir() is not None
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "rnnadd_http_requests", "HTTP requests by endpoint, method and status.",
-            ["endpoint", "method", "status"], registry=self.registry,
+            "rnnadd_http_requests",
+            "Requests by endpoint (a gRPC method's path), method, status (a gRPC code's name) "
+            "and protocol (http or grpc).",
+            ["endpoint", "method", "status", "protocol"], registry=self.registry,
         )
         self.latency = Histogram(
-            "rnnadd_http_request_duration_seconds", "Time to answer an HTTP request.",
-            ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "rnnadd_http_request_duration_seconds",
+            "Time to answer a request, by endpoint, protocol and outcome (ok or error).",
+            ["endpoint", "protocol", "outcome"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.pairs = Counter(
             "rnnadd_pairs_predicted", "Pairs of integers added by the network.",
@@ -95,26 +98,36 @@ class Metrics:
             "rnnadd_model_load_failures", "Model versions that failed to load or validate.",
             registry=self.registry,
         )
-        self._request_children: dict[tuple[str, str, int], Any] = {}
-        self._latency_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, str, int | str, str], Any] = {}
+        self._latency_children: dict[tuple[str, str, bool], Any] = {}
         self._scrape = self.registry
         if self.multiprocess:
             self._scrape = CollectorRegistry()
             MultiProcessCollector(self._scrape)
 
-    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        """Count one request; children are bound once per label set to keep this cheap."""
+    def observe_request(self, endpoint: str, method: str, status: int | str, seconds: float,
+                        protocol: str = "http") -> None:
+        """Count one request; children are bound once per label set to keep this cheap.
+
+        HTTP statuses are numbers; gRPC ones are code names, "OK" for success.
+        """
         if method not in METHODS:
             method = "other"
-        key = (endpoint, method, status)
+        key = (endpoint, method, status, protocol)
         child = self._request_children.get(key)
         if child is None:
-            child = self._request_children[key] = self.requests.labels(endpoint, method, status)
+            child = self._request_children[key] = self.requests.labels(*key)
         child.inc()
-        timer = self._latency_children.get(endpoint)
+        ok = status == "OK" if protocol == "grpc" else int(status) < 400
+        timer = self._latency_children.get((endpoint, protocol, ok))
         if timer is None:
-            timer = self._latency_children[endpoint] = self.latency.labels(endpoint)
+            timer = self._latency_children[(endpoint, protocol, ok)] = self.latency.labels(
+                endpoint, protocol, "ok" if ok else "error")
         timer.observe(seconds)
+
+    def families(self) -> Any:
+        """The collected metric families (every worker's, in multiprocess mode)."""
+        return self._scrape.collect()
 
     def add_pairs(self, count: int) -> None:
         """Count pairs predicted, from /v1 and /v2 alike."""

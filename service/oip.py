@@ -132,7 +132,7 @@ def _digits(value: str | bytes, name: str, max_digits: int) -> int:
 def _json_ints(items: list, datatype: str, name: str, max_digits: int) -> list[int]:
     """Check explicit JSON elements against the declared datatype."""
     if datatype == "BYTES":
-        if not all(isinstance(x, str) for x in items):
+        if not all(isinstance(x, str | bytes) for x in items):
             raise V2Error(f"input {name!r}: BYTES data must be strings of decimal digits")
         return [_digits(x, name, max_digits) for x in items]
     numbers = _ints(items)
@@ -155,7 +155,7 @@ def _binary_ints(raw: bytes, count: int, datatype: str, name: str, max_digits: i
     if len(raw) != count * dtype.itemsize:
         raise V2Error(
             f"input {name!r}: {count} {datatype} elements take {count * dtype.itemsize} bytes, "
-            f"binary_data_size is {len(raw)}"
+            f"got {len(raw)}"
         )
     array = np.frombuffer(raw, dtype=dtype)
     if dtype.kind == "i" and (array < 0).any():
@@ -243,10 +243,10 @@ def _outputs(value: object, binary_default: bool) -> tuple[RequestedOutput, ...]
     return tuple(chosen.values())
 
 
-def _request_parameters(header: dict) -> tuple[dict[str, Any], bool]:
+def _request_parameters(header: dict, binary_output: bool) -> tuple[dict[str, Any], bool]:
     """The request-level parameters, and binary_data_output (the binary data extension's)."""
     params = _object(header.get("parameters", {}), "parameters")
-    binary = params.get("binary_data_output", False)
+    binary = params.get("binary_data_output", binary_output)
     if not isinstance(binary, bool):
         raise V2Error("parameters.binary_data_output must be true or false")
     return params, binary
@@ -257,10 +257,21 @@ def parse_infer_request(
 ) -> InferRequest:
     """Decode and validate a whole inference request, JSON or binary tensor data."""
     header, binary = split_body(body, header_length)
+    return parse_infer_header(header, binary, max_batch, max_digits)
+
+
+def parse_infer_header(
+    header: dict, binary: bytes, max_batch: int, max_digits: int, binary_output: bool = False
+) -> InferRequest:
+    """Validate a request given as its JSON header and the binary tensor data after it.
+
+    gRPC requests come here too, mapped to the same header (service.grpc_api), so both
+    protocols follow one set of rules; binary_output is the default of binary_data_output.
+    """
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise V2Error("id must be a string")
-    params, binary_default = _request_parameters(header)
+    params, binary_default = _request_parameters(header, binary_output)
     inputs = header.get("inputs")
     if not isinstance(inputs, list):
         raise V2Error("inputs must be a list of tensors")
@@ -294,6 +305,17 @@ def parse_infer_request(
 def metadata_tensor(name: str, datatype: str) -> dict[str, Any]:
     """A tensor of the model's metadata: one dimension, any length."""
     return {"name": name, "datatype": datatype, "shape": [-1]}
+
+
+def model_metadata(versions: list[str]) -> dict[str, Any]:
+    """Name, versions, platform and tensors, as both protocols answer them."""
+    return {
+        "name": MODEL_NAME,
+        "versions": versions,
+        "platform": "numpy",
+        "inputs": [metadata_tensor("a", INPUT_DATATYPE), metadata_tensor("b", INPUT_DATATYPE)],
+        "outputs": [metadata_tensor(name, datatype) for name, datatype in OUTPUT_TYPES.items()],
+    }
 
 
 def outputs(
@@ -333,7 +355,7 @@ def _bytes_tensor(values: list[str]) -> bytes:
     return rows.tobytes()
 
 
-def _tensor_bytes(datatype: str, values: list) -> bytes:
+def tensor_bytes(datatype: str, values: list) -> bytes:
     """Raw tensor bytes as the binary data extension lays them out."""
     if datatype == "BYTES":
         return _bytes_tensor(values)
@@ -351,7 +373,7 @@ def encode_infer_response(
         tensor: dict[str, Any] = {"name": requested.name, "datatype": datatype,
                                   "shape": [len(values)]}
         if requested.binary:
-            raw = _tensor_bytes(datatype, values)
+            raw = tensor_bytes(datatype, values)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:

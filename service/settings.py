@@ -86,6 +86,8 @@ class Settings:
                                "answer plain POST /v1/predict without Flask's request objects",
                                parse=_flag)
     bind: str = _setting("RNNADD_BIND", "127.0.0.1:8000", "gunicorn listen address")
+    grpc_bind: str = _setting("RNNADD_GRPC_BIND", "127.0.0.1:8081",
+                              "gRPC listen address (Open Inference Protocol); empty turns it off")
     workers: int = _setting("WEB_CONCURRENCY", 2, "gunicorn worker processes", low=1, high=256)
     worker_class: str = _setting("RNNADD_WORKER_CLASS", "gthread", "gunicorn worker class")
     threads: int = _setting("RNNADD_THREADS", 4, "threads per gthread worker", low=1, high=256)
@@ -114,6 +116,9 @@ class Settings:
             if not number or not low <= value <= high:
                 raise ValueError(f"{f.metadata['env']} ({f.name}) must be within {low:g}..{high:g}"
                                  f", got {value!r}")
+        if self.grpc_bind and grpc_address(self.grpc_bind) is None:
+            raise ValueError(f"RNNADD_GRPC_BIND must be host:port (port 0-65535), or empty, got "
+                             f"{self.grpc_bind!r}")
         try:
             _addresses(self.forwarded_allow_ips)
         except ValueError as exc:
@@ -160,6 +165,15 @@ class Settings:
     def max_digits(self) -> int:
         """Decimal digits of the largest input, to refuse long strings before converting."""
         return len(str(2**self.max_bits))
+
+
+def grpc_address(bind: str) -> tuple[str, int] | None:
+    """(host, port) of a host:port or [v6]:port address; None when it is not one."""
+    host, sep, port = bind.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        return None
+    return host, int(port)
 
 
 def describe() -> list[tuple[str, Any, str]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from service import oip
+from service import oip, v2_extensions
 from service.auth import caller_is_admin
 from service.context import services
 from service.errors import APIError, V2Error
@@ -23,6 +23,7 @@ from service.runtime import AUTO
 JSON = "application/json"
 BINARY = "application/octet-stream"
 PREFIX = "/v2"
+EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics")
 DECOMPRESSORS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -31,7 +32,7 @@ def _health(ok: bool) -> Response:
     return Response(b"", status=200 if ok else 400, mimetype="text/plain")
 
 
-def _json(body: dict[str, Any]) -> Response:
+def _json(body: Any) -> Response:
     """A JSON body with keys in the order the protocol lists them."""
     return Response(json.dumps(body) + "\n", mimetype=JSON)
 
@@ -70,14 +71,9 @@ def _body() -> bytes:
 
 def model_metadata(model: LoadedModel, versions: list[str]) -> dict[str, Any]:
     """Name, versions, platform and tensors; `parameters` says which version and widths apply."""
-    tensor = oip.metadata_tensor
     runtime = services().runtime
     return {
-        "name": oip.MODEL_NAME,
-        "versions": versions,
-        "platform": "numpy",
-        "inputs": [tensor("a", oip.INPUT_DATATYPE), tensor("b", oip.INPUT_DATATYPE)],
-        "outputs": [tensor(name, datatype) for name, datatype in oip.OUTPUT_TYPES.items()],
+        **oip.model_metadata(versions),
         "parameters": {"max_bits": runtime.max_bits, "max_batch": runtime.max_batch,
                        "version": model.version, "bits": model.bits,
                        "gate": assess(model.record, runtime.max_bits).gate},
@@ -116,9 +112,10 @@ def infer(model_name: str, version: str | None = None) -> Response:
 def _routes(bp: Blueprint) -> None:
     """Every path of the protocol's REST API, with and without a version."""
     version = json.loads(SPEC_PATH.read_bytes())["info"]["version"]
-    server = {"name": oip.MODEL_NAME, "version": version, "extensions": ["binary_tensor_data"]}
+    server = {"name": oip.MODEL_NAME, "version": version, "extensions": list(EXTENSIONS)}
 
     @bp.get("")
+    @bp.get("/")
     def server_metadata() -> Response:
         return _json(server)
 
@@ -154,6 +151,7 @@ def _routes(bp: Blueprint) -> None:
             return _health(False)
         return _health(True)
 
+    v2_extensions.register(bp, _json)
     bp.add_url_rule("/models/<model_name>/infer", view_func=infer, methods=["POST"])
     bp.add_url_rule("/models/<model_name>/versions/<version>/infer", view_func=infer,
                     methods=["POST"])

@@ -30,6 +30,7 @@ BUNDLED_MODELS = ROOT / "models"
 SERVICE_APP = "service.app:create_app()"
 TOKEN = "integration-test-token"
 LISTENING = re.compile(rb"Listening at: http://127\.0\.0\.1:([0-9]+)")
+GRPC_LISTENING = re.compile(rb"gRPC listening at: 127\.0\.0\.1:([0-9]+)")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Server:
     token: str
     log: Path
     metrics_dir: Path
+    grpc: str | None = None  # host:port of the workers' gRPC servers, when on
 
     @property
     def port(self) -> int:
@@ -92,7 +94,8 @@ def start_gunicorn(
     log = tmp / f"{name}.log"
     cmd = [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", "127.0.0.1:0",
            *args, app]
-    full_env = {**os.environ, "HOME": str(tmp), **(env or {})}
+    # gRPC only where a test asks for it (RNNADD_GRPC_BIND=127.0.0.1:0), never on the default port.
+    full_env = {**os.environ, "HOME": str(tmp), "RNNADD_GRPC_BIND": "", **(env or {})}
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT)
@@ -139,10 +142,20 @@ def _tail(log: Path) -> str:
         return ""
 
 
+def grpc_target(log: Path) -> str | None:
+    """host:port that the master reserved for the workers' gRPC servers (read from its log)."""
+    found = GRPC_LISTENING.search(log.read_bytes())
+    return f"127.0.0.1:{int(found.group(1))}" if found else None
+
+
 def start_server(
-    tmp: Path, *, workers: int = 2, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    tmp: Path, *, workers: int = 2, env: Mapping[str, str] | None = None, timeout: float = 60.0,
+    grpc: bool = False,
 ) -> Server:
-    """The service on a copy of the bundled model, with the admin token, once ready."""
+    """The service on a copy of the bundled model, with the admin token, once ready.
+
+    grpc=True also serves gRPC on a port of the kernel's choosing (Server.grpc).
+    """
     model_dir, metrics_dir = tmp / "models", tmp / "prometheus"
     if not model_dir.exists():
         seed_models(model_dir)
@@ -153,10 +166,41 @@ def start_server(
         "RNNADD_RELOAD_INTERVAL": "0.2",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "WEB_CONCURRENCY": str(workers),
+        **({"RNNADD_GRPC_BIND": "127.0.0.1:0"} if grpc else {}),
         **(env or {}),
     }
     proc, url, log = start_gunicorn(tmp, env=full_env, timeout=timeout)
-    return Server(url, proc, model_dir, TOKEN, log, metrics_dir)
+    server = Server(url, proc, model_dir, TOKEN, log, metrics_dir, grpc_target(log))
+    if grpc:
+        try:
+            wait_grpc_ready(server, timeout, workers)
+        except BaseException:
+            stop_process(proc)
+            raise
+    return server
+
+
+def wait_grpc_ready(server: Server, timeout: float, workers: int = 1) -> None:
+    """Until every worker's gRPC server answers Health.Check SERVING (or gunicorn exits)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    if server.grpc is None:
+        raise RuntimeError(f"gunicorn did not say where gRPC listens:\n{_tail(server.log)}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {server.proc.returncode}:\n"
+                               f"{_tail(server.log)}")
+        started = server.log.read_bytes().count(b'"gRPC listening at ')
+        with contextlib.suppress(grpc.RpcError), grpc.insecure_channel(server.grpc) as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1)
+            if answer.status == health_pb2.HealthCheckResponse.SERVING and started >= workers:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"gRPC on {server.grpc} not serving after {timeout} s:\n"
+                       f"{_tail(server.log)}")
 
 
 def wait_ready(server: Server, timeout: float) -> None:

@@ -40,8 +40,10 @@ pytestmark = pytest.mark.container
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = "/var/lib/rnnadd/models"
-IMAGE = "rnnadd:test"
-PROXY_IMAGE = "rnnadd-proxy:test"
+# Tags of the images under test; RNNADD_TEST_IMAGE_TAG keeps concurrent runs of different
+# checkouts on one engine from testing each other's images.
+IMAGE = f"rnnadd:{os.environ.get('RNNADD_TEST_IMAGE_TAG', 'test')}"
+PROXY_IMAGE = f"rnnadd-proxy:{os.environ.get('RNNADD_TEST_IMAGE_TAG', 'test')}"
 REPLICAS = 3
 BUILD_TIMEOUT = 1200.0
 COMPOSE_TIMEOUT = 180.0
@@ -103,6 +105,7 @@ def _compose_env(project: str, token: str) -> dict[str, str]:
     env.update(
         COMPOSE_PROJECT_NAME=project,
         RNNADD_PORT="0",  # Docker picks a free port itself; Stack.up reads which
+        RNNADD_GRPC_PORT="0",
         RNNADD_ADMIN_TOKEN=token,
         RNNADD_IMAGE=IMAGE,
         RNNADD_PROXY_IMAGE=PROXY_IMAGE,
@@ -143,6 +146,7 @@ class Stack:
     token: str
     env: dict[str, str] = field(repr=False)
     port: int = 0  # published by Docker on 127.0.0.1; known once the stack is up
+    grpc_port: int = 0  # the proxy's gRPC port, likewise
 
     def compose_run(self, *args: str, timeout: float = COMPOSE_TIMEOUT) -> str:
         """Run a compose subcommand on this project; fail the test with its output if it fails."""
@@ -163,6 +167,15 @@ class Stack:
         self.compose_run("up", "-d", "--no-recreate", "--scale", f"api={REPLICAS}")
         published = self.compose_run("port", "proxy", "8000").strip()  # 127.0.0.1:<port>
         self.port = int(published.rsplit(":", 1)[1])
+        self.grpc_port = 0  # read when first needed: up() stays as quick as it was
+
+    @property
+    def grpc(self) -> str:
+        """host:port of the proxy's gRPC frontend."""
+        if not self.grpc_port:
+            published = self.compose_run("port", "proxy", "8081").strip()
+            self.grpc_port = int(published.rsplit(":", 1)[1])
+        return f"127.0.0.1:{self.grpc_port}"
 
     def containers(self, service: str = "api") -> list[str]:
         """Ids of the service's running containers."""
@@ -211,22 +224,23 @@ class Stack:
         status, payload = json.loads(self.exec_python(cid, code))
         return status, payload
 
-    def proxy_servers(self) -> dict[str, dict[str, str]]:
-        """HAProxy's view of the api backend, from its stats page inside the proxy container."""
+    def proxy_servers(self, backend: str = "api") -> dict[str, dict[str, str]]:
+        """HAProxy's view of a backend, from its stats page inside the proxy container."""
         (proxy,) = self.containers("proxy")
         text = self.exec_python(proxy, "import urllib.request; print(urllib.request.urlopen("
                                        "'http://127.0.0.1:8404/stats;csv', timeout=5)"
                                        ".read().decode())")
         rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
         return {row["svname"]: row for row in rows
-                if row["pxname"] == "api" and row["svname"] not in {"FRONTEND", "BACKEND"}}
+                if row["pxname"] == backend and row["svname"] not in {"FRONTEND", "BACKEND"}}
 
-    def wait_replicas_up(self, count: int, timeout: float = 60.0) -> dict[str, dict[str, str]]:
-        """Wait until the proxy has exactly count replicas UP."""
+    def wait_replicas_up(self, count: int, timeout: float = 60.0,
+                         backend: str = "api") -> dict[str, dict[str, str]]:
+        """Wait until the proxy has exactly count replicas UP (in the api or grpc backend)."""
         deadline = time.monotonic() + timeout
         servers: dict[str, dict[str, str]] = {}
         while time.monotonic() < deadline:
-            servers = self.proxy_servers()
+            servers = self.proxy_servers(backend)
             up = {name: row for name, row in servers.items() if row["status"] == "UP"}
             if len(up) == count:
                 return up
@@ -298,6 +312,7 @@ def stack() -> Iterator[Stack]:
         stack.up()
         stack.wait_healthy()
         stack.wait_replicas_up(REPLICAS)
+        stack.wait_replicas_up(REPLICAS, backend="grpc")
         yield stack
     finally:
         cmd = [*compose, "-p", project, "down", "-v", "--remove-orphans", "--timeout", "20"]
@@ -329,7 +344,9 @@ def test_only_the_proxy_publishes_a_port(stack: Stack) -> None:
     (proxy,) = stack.containers("proxy")
     ports = json.loads(stack.docker("inspect", "-f", "{{json .NetworkSettings.Ports}}",
                                     proxy).stdout)
-    assert ports == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(stack.port)}]}
+    grpc_port = stack.grpc.rsplit(":", 1)[1]
+    assert ports == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(stack.port)}],
+                     "8081/tcp": [{"HostIp": "127.0.0.1", "HostPort": grpc_port}]}
     readonly = stack.docker("inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", proxy).stdout
     assert readonly.strip() == "true"
 
@@ -380,6 +397,54 @@ def test_predict_single_and_batch_through_the_proxy(stack: Stack) -> None:
     status, _, body = stack.request("POST", "/v1/predict/batch", {"pairs": pairs, "bits": 17})
     assert status == 200, body
     assert [r["decimal"] for r in body["results"]] == [a + b for a, b in pairs]
+
+
+def _pair_inputs(a: list[int], b: list[int]) -> list:
+    """Inputs a and b as tritonclient.grpc sends them (raw_input_contents)."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    tensors = []
+    for name, values in (("a", a), ("b", b)):
+        tensor = grpcclient.InferInput(name, [len(values)], "INT64")
+        tensor.set_data_from_numpy(np.array(values, dtype=np.int64))
+        tensors.append(tensor)
+    return tensors
+
+
+def test_grpc_through_the_proxy(stack: Stack) -> None:
+    import grpc
+    import tritonclient.grpc as grpcclient
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(stack.grpc)
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("rnnadd")
+        assert client.get_model_metadata("rnnadd").versions == [_bundled_version()]
+        assert client.get_server_metadata().name == "rnnadd"
+        pairs = [(random.randrange(2**40), random.randrange(2**40)) for _ in range(3000)]
+        a, b = [x for x, _ in pairs], [y for _, y in pairs]
+        result = client.infer("rnnadd", _pair_inputs(a, b), request_id="ctest-grpc")
+        assert result.as_numpy("sum").tolist() == [x + y for x, y in pairs]
+        assert result.as_numpy("correct").all()
+        assert result.get_response().model_version == _bundled_version()
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("rnnadd", _pair_inputs([1], [2])[:1])
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "missing inputs ['b']" in info.value.message()
+    finally:
+        client.close()
+    with grpc.insecure_channel(stack.grpc) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                           timeout=10)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "ctest-grpc" not in stack.logs("proxy", 400):
+        time.sleep(0.5)
+    assert any('"protocol": "grpc"' in line and "ModelInfer" in line
+               for line in stack.logs("proxy", 400).splitlines())
 
 
 def test_request_id_is_passed_through_or_created_and_logged(stack: Stack) -> None:
@@ -724,6 +789,48 @@ def test_killing_a_replica_under_load_loses_no_request(stack: Stack) -> None:
     assert stack.docker("inspect", "-f", "{{.State.StartedAt}}", proxy).stdout == proxy_started
 
 
+def test_killing_a_replica_under_grpc_load_fails_no_call(stack: Stack) -> None:
+    import tritonclient.grpc as grpcclient
+
+    victim, target = stack.containers("api")[0], stack.grpc
+    calls, threads = 600, 4
+    done, failures = [0], []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        client = grpcclient.InferenceServerClient(target)
+        for _ in range(calls):
+            a, b = rng.randrange(2**20), rng.randrange(2**20)
+            try:
+                got = client.infer("rnnadd", _pair_inputs([a], [b]), client_timeout=20)
+                if got.as_numpy("sum").tolist() != [a + b]:
+                    failures.append(f"wrong sum for {a} + {b}")
+            except Exception as exc:  # any failed call fails the test
+                failures.append(repr(exc)[:300])
+            done[0] += 1
+        client.close()
+
+    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 30
+    while done[0] < 300 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed_at = done[0]
+    kill = stack.docker("kill", victim)
+    assert kill.returncode == 0, kill.stderr
+    for worker in workers:
+        worker.join(120)
+    total = calls * threads
+    assert done[0] == total, f"{done[0]} of {total} calls finished"
+    assert killed_at < total - 800, f"the kill came too late ({killed_at} of {total} done)"
+    assert not failures, f"{len(failures)} failed: {failures[:5]}"
+    stack.wait_replicas_up(REPLICAS - 1, timeout=15, backend="grpc")
+    stack.up()
+    stack.wait_replicas_up(REPLICAS, timeout=60)
+    stack.wait_replicas_up(REPLICAS, timeout=60, backend="grpc")
+
+
 def test_replicas_added_and_removed_are_seen_without_restarting_the_proxy(stack: Stack) -> None:
     (proxy,) = stack.containers("proxy")
     proxy_started = stack.docker("inspect", "-f", "{{.State.StartedAt}}", proxy).stdout
@@ -899,3 +1006,12 @@ def test_no_replica_ready_is_a_503_in_the_services_shapes(stack: Stack) -> None:
     assert status == 503, body
     assert headers["content-type"] == "application/json"
     assert set(body) == {"error"}, body
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    stack.wait_replicas_up(0, timeout=15, backend="grpc")
+    client = grpcclient.InferenceServerClient(stack.grpc)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("rnnadd", _pair_inputs([1], [2]), client_timeout=10)
+    client.close()
+    assert info.value.status() == "StatusCode.UNAVAILABLE", info.value.message()

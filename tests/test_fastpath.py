@@ -77,7 +77,7 @@ def test_the_fast_path_is_logged_and_counted(model_dir: Path, capsys) -> None:
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert (line["path"], line["status"], line["request_id"]) == (PREDICT, 200, "fast-1")
     text = client.get("/metrics").get_data(as_text=True)
-    labels = 'endpoint="/v1/predict",method="POST",status="200"'
+    labels = 'endpoint="/v1/predict",method="POST",protocol="http",status="200"'
     assert f"rnnadd_http_requests_total{{{labels}}} 1.0" in text
     assert "rnnadd_pairs_predicted_total 1.0" in text
 

@@ -36,6 +36,7 @@ K8S = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.33.0"
 CORE = sorted([*K8S.glob("*.yaml"), *(K8S / "jobs").glob("*.yaml")])
 KSERVE = K8S / "kserve" / "inferenceservice.yaml"
+KSERVE_GRPC = K8S / "kserve" / "inferenceservice-grpc.yaml"
 IMAGE_UID = 10001  # the rnnadd user of the Dockerfile
 MODEL_DIR = "/var/lib/rnnadd/models"
 
@@ -131,9 +132,17 @@ def test_deployment_replicas_and_probes() -> None:
     deployment = _by_kind()["Deployment"]
     assert deployment["spec"]["replicas"] >= 2
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["ports"][0]["containerPort"] == 8000
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["grpc"] == {"port": 8081, "service": "liveness"}
+    assert container["readinessProbe"]["grpc"] == {"port": 8081, "service": "readiness"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000, "grpc": 8081}
+
+
+def test_the_service_names_its_grpc_port_with_app_protocol() -> None:
+    ports = {p["name"]: p for p in _by_kind()["Service"]["spec"]["ports"]}
+    assert ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+    assert ports["grpc"]["targetPort"] == "grpc" and ports["http"]["targetPort"] == "http"
 
 
 def test_the_admin_token_comes_from_a_secret_that_is_not_in_the_repo() -> None:
@@ -292,15 +301,32 @@ def _kserve_validator() -> Draft202012Validator:
     return Draft202012Validator({**INFERENCE_SERVICE, "$defs": definitions})
 
 
-def _kserve() -> dict[str, Any]:
-    (doc,) = _load(KSERVE)
+def _kserve(path: Path = KSERVE) -> dict[str, Any]:
+    (doc,) = _load(path)
     return doc
 
 
-def test_inference_service_matches_the_v1beta1_schema() -> None:
+@pytest.mark.parametrize("path", [KSERVE, KSERVE_GRPC], ids=lambda p: p.name)
+def test_inference_service_matches_the_v1beta1_schema(path: Path) -> None:
     errors = [f"{list(e.absolute_path)}: {e.message}"
-              for e in _kserve_validator().iter_errors(_kserve())]
+              for e in _kserve_validator().iter_errors(_kserve(path))]
     assert not errors, errors
+
+
+def test_the_grpc_inference_service_differs_only_in_protocol_port_and_probes() -> None:
+    rest, grpc = _kserve(), _kserve(KSERVE_GRPC)
+    (container,) = grpc["spec"]["predictor"]["containers"]
+    assert container["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+    assert {e["name"]: e.get("value") for e in container["env"]}["PROTOCOL"] == "grpc-v2"
+    assert container["readinessProbe"]["grpc"] == {"port": 8081, "service": "readiness"}
+    assert container["livenessProbe"]["grpc"] == {"port": 8081, "service": "liveness"}
+    for doc in (rest, grpc):
+        (c,) = doc["spec"]["predictor"]["containers"]
+        for key in ("ports", "livenessProbe", "readinessProbe"):
+            c.pop(key)
+        c["env"] = [e for e in c["env"] if e["name"] != "PROTOCOL"]
+        doc["metadata"].pop("name")
+    assert rest == grpc
 
 
 @pytest.mark.parametrize(("where", "typo"), [

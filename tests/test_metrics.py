@@ -27,6 +27,13 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
+def requests_key(endpoint: str, method: str, status: str) -> tuple:
+    """The sample of rnnadd_http_requests_total for one HTTP endpoint, method and status."""
+    labels = (("endpoint", endpoint), ("method", method), ("protocol", "http"),
+              ("status", status))
+    return ("rnnadd_http_requests_total", labels)
+
+
 def scrape(client) -> dict:
     """The app's metrics, parsed."""
     response = client.get("/metrics")
@@ -42,13 +49,14 @@ def test_requests_latency_and_pairs(client) -> None:
     client.get("/nowhere")
     client.open("/v1/predict", method="BREW")
     found = scrape(client)
-    key = "rnnadd_http_requests_total"
-    assert found[(key, (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "200")))] == 3
-    assert found[(key, (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "400")))] == 1
-    assert found[(key, (("endpoint", "unmatched"), ("method", "GET"), ("status", "404")))] == 1
-    assert found[(key, (("endpoint", "unmatched"), ("method", "other"), ("status", "405")))] == 1
-    count = found[("rnnadd_http_request_duration_seconds_count", (("endpoint", "/v1/predict"),))]
-    assert count == 4
+    assert found[requests_key("/v1/predict", "POST", "200")] == 3
+    assert found[requests_key("/v1/predict", "POST", "400")] == 1
+    assert found[requests_key("unmatched", "GET", "404")] == 1
+    assert found[requests_key("unmatched", "other", "405")] == 1
+    latency = "rnnadd_http_request_duration_seconds_count"
+    endpoint, http = ("endpoint", "/v1/predict"), ("protocol", "http")
+    assert found[(latency, (endpoint, ("outcome", "ok"), http))] == 3
+    assert found[(latency, (endpoint, ("outcome", "error"), http))] == 1
     assert found[("rnnadd_pairs_predicted_total", ())] == 3 + 7
 
 
@@ -166,8 +174,7 @@ def test_apps_do_not_share_metrics(model_dir: Path) -> None:
     first = create_app({"MODEL_DIR": str(model_dir)}).test_client()
     second = create_app({"MODEL_DIR": str(model_dir)}).test_client()
     first.get("/healthz")
-    key = ("rnnadd_http_requests_total",
-           (("endpoint", "/healthz"), ("method", "GET"), ("status", "200")))
+    key = requests_key("/healthz", "GET", "200")
     assert scrape(first)[key] == 1 and key not in scrape(second)
 
 
@@ -193,8 +200,7 @@ def test_multiprocess_mode_adds_up_across_processes(model_dir: Path, tmp_path: P
     text = subprocess.run([*run, "1", "scrape"], env=env, check=True, timeout=60, cwd=ROOT,
                           capture_output=True, text=True).stdout
     found = samples(text)
-    key = ("rnnadd_http_requests_total",
-           (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "200")))
+    key = requests_key("/v1/predict", "POST", "200")
     assert found[key] == 13
     assert found[("rnnadd_pairs_predicted_total", ())] == 13
     pids = {dict(labels)["pid"] for name, labels in found if name == "rnnadd_model_active"}

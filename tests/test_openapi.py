@@ -114,7 +114,8 @@ def test_admin_operations_declare_the_bearer_scheme(openapi_document: dict[str, 
     scheme = openapi_document["components"]["securitySchemes"]["adminToken"]
     assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
     admin = {("/v1/retrain", "post"), ("/v1/models/{version}/activate", "post"),
-             ("/v1/jobs/{job_id}", "delete")}
+             ("/v1/jobs/{job_id}", "delete"), ("/v2/repository/models/{model_name}/load", "post"),
+             ("/v2/repository/models/{model_name}/unload", "post")}
     optional = {("/v2/models/{model_name}/versions/{version}/infer", "post"),  # untrusted
                 ("/v2/models/{model_name}/versions/{version}/ready", "get")}  # versions
     for path, item in openapi_document["paths"].items():

@@ -125,7 +125,8 @@ def test_server_metadata(client: FlaskClient) -> None:
     assert list(body) == ["name", "version", "extensions"]
     assert body["name"] == "rnnadd"
     assert isinstance(body["version"], str) and body["version"]
-    assert body["extensions"] == ["binary_tensor_data"]
+    assert body["extensions"] == ["binary_tensor_data", "model_repository", "model_configuration",
+                                  "statistics"]
 
 
 @pytest.mark.parametrize("path", ["/v2/health/live", "/v2/health/ready",
@@ -380,8 +381,8 @@ def test_metrics_and_request_log_cover_v2(app: Flask, client: FlaskClient) -> No
     client.get("/v2/nope")
     text = client.get("/metrics").get_data(as_text=True)
     line = 'rnnadd_http_requests_total{endpoint="/v2/models/<model_name>/infer",method="POST"'
-    assert line + ',status="200"} 1.0' in text
-    assert line + ',status="400"} 1.0' in text
+    assert line + ',protocol="http",status="200"} 1.0' in text
+    assert line + ',protocol="http",status="400"} 1.0' in text
     assert "rnnadd_pairs_predicted_total 3.0" in text
     response = client.post(INFER, json=pairs([1], [1]), headers={"X-Request-ID": "v2-req-2"})
     assert response.headers["X-Request-ID"] == "v2-req-2"
@@ -506,7 +507,7 @@ BAD_RAW_REQUESTS = [
     (raw_a(8, b"\x01" * 8, header_len="9" * 5000), 400, "no larger than the body"),
     (raw_a(8, b"\x01" * 8, header_len="10"), 400, "not valid JSON"),
     (raw_a(8, b"\x01" * 7), 400, "more than the 7 bytes"),
-    (raw_a(4, b"\x01" * 4), 400, "take 8 bytes, binary_data_size is 4"),
+    (raw_a(4, b"\x01" * 4), 400, "take 8 bytes, got 4"),
     (raw_a(8, b"\x01" * 9), 400, "holds 9 bytes of binary data, the inputs declare 8"),
     (raw_a(-1, b""), 400, "binary_data_size must be a non-negative integer"),
     (raw_a(8, (-3).to_bytes(8, "little", signed=True)), 400, "non-negative"),
@@ -572,9 +573,10 @@ def test_bad_encodings(client: FlaskClient, headers: dict, data: bytes, status: 
     ("GET", "/v2/models/rnnadd/versions/latest", 404, "no stored version"),
     ("GET", "/v2/models/rnnadd/infer", 405, "GET is not allowed"),
     ("POST", "/v2/health/live", 405, "POST is not allowed"),
-    ("GET", "/v2/models/rnnadd/config", 404, "no such endpoint"),
-    ("GET", "/v2/repository/index", 404, "no such endpoint"),
-    ("GET", "/v2/", 404, "no such endpoint"),
+    ("GET", "/v2/models/other/config", 404, "unknown model 'other'"),
+    ("GET", "/v2/models/other/stats", 404, "unknown model 'other'"),
+    ("GET", "/v2/repository/index", 405, "GET is not allowed"),
+    ("GET", "/v2/models/rnnadd/nothing", 404, "no such endpoint"),
 ])
 def test_unknown_models_versions_and_routes(client: FlaskClient, method: str, path: str,
                                             status: int, fragment: str) -> None:

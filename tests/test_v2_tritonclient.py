@@ -255,3 +255,23 @@ def test_errors_over_http_are_protocol_errors(server: servers.Server) -> None:
         assert response.status_code == status
         assert response.headers["Content-Type"] == "application/json"
         assert list(response.json()) == ["error"]
+
+
+def test_repository_config_and_statistics_extensions(
+        client: httpclient.InferenceServerClient, server: servers.Server) -> None:
+    active = (server.model_dir / "CURRENT").read_text().strip()
+    index = client.get_model_repository_index()
+    assert {"name": MODEL, "version": active, "state": "READY", "reason": ""} in index
+    assert client.get_model_config(MODEL)["name"] == MODEL
+    before = client.get_inference_statistics(MODEL)["model_stats"][0]["execution_count"]
+    client.infer(MODEL, inputs(int64(1), int64(2), "INT64"))
+    after = client.get_inference_statistics(MODEL)["model_stats"][0]
+    assert after["name"] == MODEL and after["execution_count"] >= before + 1
+    admin = {"Authorization": f"Bearer {server.token}"}
+    # tritonclient's load sends no version: refused, naming what is missing; nothing changes
+    expect_error("400", "parameters.version is required", client.load_model, MODEL,
+                 headers=admin)
+    expect_error("409", "always serves exactly one model", client.unload_model, MODEL,
+                 headers=admin)
+    expect_error("401", "admin token", client.unload_model, MODEL)
+    assert (server.model_dir / "CURRENT").read_text().strip() == active
