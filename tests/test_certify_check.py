@@ -161,3 +161,11 @@ def test_compressed_and_oversized_are_refused(cert: Certificate) -> None:
         Certificate.from_bytes(data + b"\0" * (64 << 20))
     with pytest.raises(CertificateError, match="not an npz"):
         Certificate.from_bytes(b"not a zip")
+
+
+@pytest.mark.parametrize("which", [0, -1])
+def test_a_kept_cell_cannot_be_dropped(exact_adder: dict, cert: Certificate, which: int) -> None:
+    """A kept cell marked dropped: its region shrinks and its tree is left over: refused."""
+    cert.split_axis[int(np.flatnonzero(cert.split_axis == -1)[which])] = -2
+    with pytest.raises(CertificateInvalid):
+        verify(exact_adder, cert)

@@ -55,12 +55,13 @@ class Certificate:
     """Everything verify() needs besides the weights.
 
     The classes are the leaves of a suffix trie, stored as its preorder flags (1 = split into
-    four children); count = 2 + 3 x (number of splits). Class c's region is
-    {v : |Q_c (v - m_c)| <= r_c} (Q = frames, m = centers, r = radii). Its
-    cells: a binary split tree per class in preorder over all classes (split_axis -1 = a leaf;
-    else the box is split at split_value on that axis, low part first). Trees: the start tree,
-    then one per cell in order; flags hold, per tree in level order and without its root, 1 for
-    a node that is expanded (its four children follow) and 0 for one that lands.
+    four children); count = 2 + 3 x (number of splits). Class c's box is
+    {v : |Q_c (v - m_c)| <= r_c} (Q = frames, m = centers, r = radii), its region the union of
+    its kept cells. Cells: a binary split tree per class in preorder over all classes
+    (split_axis -1 = a kept leaf, -2 = a dropped one, no part of the region; else the box is
+    split at split_value on that axis, low part first). Trees: the start tree, then one per
+    kept cell in order; flags hold, per tree in level order and without its root, 1 for a node
+    that is expanded (its four children follow) and 0 for one that lands.
     """
 
     digest: str
@@ -68,7 +69,7 @@ class Certificate:
     centers: np.ndarray  # [C, H] float64
     frames: np.ndarray  # [C, H, H] float32 (exactly the float64 values used)
     radii: np.ndarray  # [C, H] float64
-    split_axis: np.ndarray  # [S] int8
+    split_axis: np.ndarray  # [S] int8: an axis, -1 (kept leaf) or -2 (dropped leaf)
     split_value: np.ndarray  # [S] float64
     tree_sizes: np.ndarray  # [T] int64
     flags: np.ndarray  # [F] uint8 (0 or 1), packed on disk

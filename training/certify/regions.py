@@ -68,6 +68,9 @@ def draw_samples(model: Folded, rng: np.random.Generator, words: int = 1000, len
                  images: int = 30_000) -> Samples:
     """States of sampled words, plus images of `images` of them under each symbol."""
     symbols = sample_words(rng, words, length)
+    # the start's transient: every prefix of up to 5 symbols begins some word
+    every = np.arange(min(4**5, words))
+    symbols[:5, : len(every)] = (every[None, :] >> (2 * np.arange(5)[:, None])) & 3
     walked = walk(model, symbols).reshape(-1, model.size)
     source = rng.choice(len(walked), size=min(images, len(walked)), replace=False)
     imaged = [np.tanh(walked[source] @ model.a_t + model.c[s]) for s in range(4)]

@@ -26,6 +26,8 @@ from training.certify.check import expand
 from training.certify.classes import Classes
 from training.certify.regions import Regions
 
+CHUNK = 4096  # nodes expanded between looks at the clock
+
 
 @dataclass
 class Cell:
@@ -83,7 +85,8 @@ class Outcome:
 def presplit(regions: Regions, states: np.ndarray, ids: np.ndarray, *, widest: float = 0.05,
              most: int = 16, margin: float = 0.25) -> list[Cell]:
     """Each class's box cut along its widest axis while wider than `widest` (up to `most`
-    leaves); a leaf no sample comes near (within `margin` of its size) is dropped."""
+    leaves); a leaf no sample comes near (within `margin` of its size) is dropped, and so is
+    the whole box of a class without samples (nothing lands there)."""
     q, m, r = regions
     order = np.argsort(ids, kind="stable")
     bounds = np.searchsorted(ids[order], np.arange(len(m) + 1))
@@ -91,7 +94,8 @@ def presplit(regions: Regions, states: np.ndarray, ids: np.ndarray, *, widest: f
     for cls in range(len(m)):
         root = Cell(cls, -r[cls], r[cls].copy())
         roots.append(root)
-        if r[cls].max() <= widest:
+        root.kept = bool(bounds[cls + 1] > bounds[cls])  # no sample: an empty region
+        if r[cls].max() <= widest or not root.kept:
             continue
         y = (states[order[bounds[cls] : bounds[cls + 1]]] - m[cls]) @ q[cls].T
         queue, leaves = [(root, y)], 1
@@ -134,11 +138,26 @@ def grow_trees(model: Folded, classes: Classes, regions: Regions, table: Table, 
     depth = 0
     while len(x):
         depth += 1
-        if time.perf_counter() > deadline:
+        pending = np.bincount(owner, minlength=count)
+        for t in np.flatnonzero(alive & (sizes + 4 * pending > max_nodes)):
+            alive[t], why[t] = False, f"tree exceeded {max_nodes} nodes"
+        keep = alive[owner]
+        x, g, e, state, owner = x[keep], g[keep], e[keep], state[keep], owner[keep]
+        parts = []
+        for first in range(0, len(x), CHUNK):  # bounded work between looks at the clock
+            if time.perf_counter() > deadline:
+                break
+            chunk = slice(first, first + CHUNK)
+            parts.append(expand(model, classes, (x[chunk], g[chunk], e[chunk]), state[chunk]))
+        if len(parts) * CHUNK < len(x):
             for t in np.flatnonzero(alive):
                 alive[t], why[t] = False, "time limit reached"
             break
-        (x, g, e), state, _, margins = expand(model, classes, (x, g, e), state)
+        if not parts:
+            break
+        x, g, e = (np.concatenate([p[0][i] for p in parts]) for i in range(3))
+        state = np.concatenate([p[1] for p in parts])
+        margins = np.concatenate([p[3] for p in parts])
         owner = np.repeat(owner, 4)
         bad = margins <= LOGIT_MARGIN
         for t in np.unique(owner[bad]):

@@ -25,6 +25,7 @@ from training.predictor import Predictor
 # symbol deeper). Few classes are fastest; finer classes prove what coarse ones cannot.
 ATTEMPTS = ((2, 0.05), (3, 0.02))
 MAX_CLASSES = 2048  # keeps certificates to a few MB
+FALSIFY_SHARE = 0.3  # of the time left after the quick falsifier, kept for a longer one
 STATUSES = ("certified", "counterexample", "unknown")
 
 
@@ -103,18 +104,20 @@ def certify(params: dict[str, np.ndarray], time_limit: float = 30.0, *, seed: in
         return done("unknown", reason=f"the served pass's rounding bound "
                     f"{model.served_error:.3g} exceeds the allowance {model.allowance:.3g}")
     reasons = []
-    samples = draw_samples(model, rng)
+    # the last part of the budget is the falsifier's: models that resist proof are often wrong
+    proofs_end = time.perf_counter() + (1.0 - FALSIFY_SHARE) * (deadline - time.perf_counter())
+    samples = draw_samples(model, np.random.default_rng([seed, 1]))  # not after the clock
     for i, (base, spread) in enumerate(ATTEMPTS):
-        share = (deadline - time.perf_counter()) / (len(ATTEMPTS) - i)
+        share = (proofs_end - time.perf_counter()) / (len(ATTEMPTS) - i)
         name = f"classes {base}+ deep"
         if share <= 0:
             reasons.append(f"{name}: no time left")
             continue
-        classes = refined_classes(samples, base, spread, MAX_CLASSES, deadline)
+        ends = time.perf_counter() + share
+        classes = refined_classes(samples, base, spread, MAX_CLASSES, ends)
         ids = sample_ids(classes, samples)
         regions = propose(samples.states, ids, classes.count)
-        outcome = search(model, classes, regions, (samples.states, ids),
-                         time.perf_counter() + share)
+        outcome = search(model, classes, regions, (samples.states, ids), ends)
         name = f"{classes.count} classes {base}-{classes.window} deep"
         if outcome.reason:
             top = sorted(outcome.failures.items(), key=lambda kv: -kv[1])[:3]
