@@ -2,7 +2,8 @@
 
 Alternating runs, each a fresh process from start to exit: the original program as a script
 (benchmarks/original_program.py, matplotlib's Agg backend), `python -m training.train` with
-certification off (train, gate, save), and the default CLI (which also fine-tunes and certifies),
+certification off (train, gate, save; not activated, as only a certified model may be), and the
+default CLI (which also fine-tunes and certifies),
 whose time is also given without the certifier's search (the seconds its record states).
 Every process gets OPENBLAS_NUM_THREADS=1 unless the caller set it.
 """
@@ -61,11 +62,12 @@ def main() -> None:
     original, plain, full, search = [], [], [], []
     for run in range(1, args.runs + 1):
         original.append(timed([sys.executable, str(ORIGINAL)], env))
-        plain.append(cli_run(["--no-certify"], env, args.seed)[0])
+        plain.append(cli_run(["--no-certify", "--no-activate"], env, args.seed)[0])
         seconds, searched = cli_run([], env, args.seed)
         full.append(seconds)
         search.append(searched)
-        print(f"  run {run}: original {original[-1]:.2f} s | CLI --no-certify {plain[-1]:.2f} s"
+        print(f"  run {run}: original {original[-1]:.2f} s | CLI --no-certify --no-activate "
+              f"{plain[-1]:.2f} s"
               f" | CLI default {full[-1]:.2f} s, of which certifier search {search[-1]:.2f} s")
     med = statistics.median
     without = [f - s for f, s in zip(full, search, strict=True)]

@@ -285,7 +285,8 @@ def test_retrain_reaches_every_worker_and_rollback_too(
 @pytest.mark.integration
 def test_cancel_stops_a_running_job(server: servers.Server, admin: Client) -> None:
     live = admin.model()["version"]
-    slow = {"optimizer": "sgd", "learning_rate": 1e-6, "batch_size": 1, "max_steps": 100_000}
+    slow = {"optimizer": "sgd", "learning_rate": 1e-6, "batch_size": 1, "max_steps": 100_000,
+            "check_every": 100}
     job_id = admin.retrain(**slow)["job_id"]
     try:
         answer = admin.cancel(job_id)

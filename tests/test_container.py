@@ -919,7 +919,7 @@ def test_one_retrain_at_a_time_across_replicas(stack: Stack) -> None:
     """A slow job (not activated) holds the lock on the shared volume: every replica answers
     409 to a second retrain, and every replica reports the same job record."""
     slow = {"max_steps": 5000, "learning_rate": 1e-6, "hidden_size": 64, "batch_size": 256,
-            "seed": 3, "activate": False}
+            "check_every": 100, "certify": False, "seed": 3, "activate": False}
     status, _, body = stack.request("POST", "/v1/retrain", slow, token=stack.token)
     assert status == 202, body
     job_id = body["job_id"]

@@ -193,6 +193,10 @@ def test_bounds_are_inclusive_and_defaults_recorded(root: Path, tmp_path: Path,
     high = {name: fields[name]["maximum"]}  # one at a time, with few steps: the work bound
     if name != "max_steps":
         high["max_steps"] = 1
+    if name == "max_steps":
+        high["check_every"] = 1000  # every check may cost a gate: few of them
+    if name == "hidden_size":
+        high["certify"] = False  # the gate of 256 units is slow: no room for fine-tune rounds
     if name == "bits" and "long_bits" in fields:
         high["long_bits"] = fields["long_bits"]["maximum"]  # long_bits may not be below bits
     for params in (low, high):
@@ -593,7 +597,7 @@ def long_job() -> dict[str, Any]:
     """A job that keeps training for a long time (it never converges), within every bound."""
     fields = schema_fields()
     return {"optimizer": "sgd", "learning_rate": 1e-6, "hidden_size": 8, "batch_size": 8,
-            "max_steps": fields["max_steps"]["maximum"], "activate": False}
+            "max_steps": fields["max_steps"]["maximum"], "check_every": 100, "activate": False}
 
 
 def wait_running(jm: JobManager, job_id: str, timeout: float = 60.0) -> dict:

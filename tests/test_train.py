@@ -83,10 +83,10 @@ def test_a_short_deadline_stops_training_and_says_so() -> None:
 
 def test_a_deadline_during_certification_stops_it_and_says_so() -> None:
     """Given less time than its fine-tunes need, the trainer stops in them, uncertified."""
-    config = TrainConfig(seed=1, finetune_steps=20_000, deadline_seconds=1.5)
+    config = TrainConfig(seed=1, finetune_steps=5_000, deadline_seconds=1.5)
     result = train(config)
     assert result.stopped is not None and "deadline" in result.stopped
-    assert result.finetune and result.finetune[0]["steps"] < 20_000 and not result.certified
+    assert result.finetune and result.finetune[0]["steps"] < 5_000 and not result.certified
 
 
 def test_full_gates_back_off_so_every_check_cannot_run_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ certifier proves the model exact at every width. Only a certified model may go l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import sys
 import time
@@ -33,6 +34,7 @@ from training.config import (
     config_from_request,
     make_config,
     request_schema,
+    restart_round,
     work_seconds_estimate,
 )
 from training.evaluate import evaluate, exhaustive_accuracy
@@ -54,6 +56,7 @@ DEFAULT_MAX_BITS = 4096
 # Long pairs give larger gradients; at the full rate 2 of seeds 0-19 unlearnt 8 bits for good.
 LONG_LEARNING_RATE_SCALE = 0.3
 CERTIFICATE = "certificate.npz"  # a certified version's proof, beside its weights
+RESTART_SEED = 0x5EED  # mixed into the seed for the restarted fine-tune's pairs
 
 
 @dataclass
@@ -304,9 +307,11 @@ def _certify_phase(result: TrainResult, config: TrainConfig, draw: Draw, max_bit
                    clock: _Clock, on_progress: Progress | None) -> None:
     """Fine-tune rounds, each followed by the gate and the certifier, until one certifies.
 
-    A round starts from the last one's weights. The gate runs first (it is the fast falsifier,
-    and a fine-tune can break a model); the certifier only on a model that passes it. The
-    result takes the first certified weights; if none certify, it keeps the trained ones.
+    A round starts from the last one's weights, but config.restart_round starts again from the
+    trained ones on fresh pairs. The gate runs first (it is the fast falsifier, and a fine-tune
+    can break a model); the certifier only on a model that passes it, with the budget of
+    config.certify_budgets. The result takes the first certified weights; if none certify, it
+    keeps the trained ones.
     """
     if result.gate is None or result.gate["max_bits"] != max_bits:
         result.gate = run_gate(Predictor(result.params), max_bits)
@@ -316,6 +321,9 @@ def _certify_phase(result: TrainResult, config: TrainConfig, draw: Draw, max_bit
     total = result.steps + config.finetune_rounds * config.finetune_steps
     step = result.steps
     for number in range(1, max(config.finetune_rounds, 1) + 1):
+        if number == restart_round(config):
+            current = {k: v.copy() for k, v in result.params.items()}
+            draw = sources(dataclasses.replace(config, seed=config.seed ^ RESTART_SEED))[1]
         entry: dict[str, Any] = {"round": number, "steps": 0, "gate": None, "status": None}
         result.finetune.append(entry)
         started = time.perf_counter()
