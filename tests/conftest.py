@@ -216,3 +216,12 @@ def slow_model() -> tuple[dict, int]:
     from tests.adders import slow_adder
 
     return slow_adder()
+
+
+@pytest.fixture(scope="session")
+def seed0_before_certification() -> dict:
+    """Seed 0 of the trainer as it was before certification: it passed the gate of its day
+    (no run-structured pairs) and adds 673 + 137436856354 wrongly."""
+    from benchmarks.training import before_certification
+
+    return before_certification(0)

@@ -51,14 +51,14 @@ def test_wrong_beyond_the_gate_is_not_certified(slow_model) -> None:
     assert verdict.reason
 
 
-def test_seed_0_gets_a_confirmed_counterexample() -> None:
-    """The default trainer's seed 0 passes the gate but adds some pairs wrongly."""
-    result = train(make_config({"seed": 0}, bound_work=False))
-    assert result.gate and result.gate["passed"]
-    verdict = certify(result.params, time_limit=10.0)
+def test_seed_0_gets_a_confirmed_counterexample(seed0_before_certification: dict) -> None:
+    """Seed 0 of the trainer before certification passed its gate but adds some pairs wrongly."""
+    params = seed0_before_certification
+    assert Predictor(params).add([673], [137436856354], 38) != [673 + 137436856354]
+    verdict = certify(params, time_limit=10.0)
     assert verdict.status == "counterexample"
     c = verdict.counterexample
-    served = Predictor(result.params).add([c["a"]], [c["b"]], c["bits"])[0]
+    served = Predictor(params).add([c["a"]], [c["b"]], c["bits"])[0]
     assert served & ((1 << c["bits"]) - 1) == c["got"] != c["a"] + c["b"]
 
 
