@@ -169,6 +169,9 @@ def test_home_page_adds_with_the_model(driver: Any, server: servers.Server) -> N
              "the active model's version")
     assert driver.find_elements(By.CSS_SELECTOR, "#curve path.loss"), "no training curve"
     assert driver.find_element(By.ID, "gate").text.strip(), "no gate line"
+    proof = driver.find_element(By.ID, "certificate").text
+    assert proof.startswith("certified: exact at every width"), proof
+    assert f"{model['certificate']['classes']} classes" in proof, proof
     hidden = model["hyperparameters"]["hidden_size"]
     pairs = [(11, 7), (255, 1), (2**63 + 12345, 2**62 + 987654321),
              (18_446_744_073_709_551_615 // 3, 12_345_678_901_234_567_890)]

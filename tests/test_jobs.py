@@ -696,11 +696,7 @@ def test_a_version_that_fails_the_gate_is_rejected(root: Path, monkeypatch) -> N
 def test_a_rollback_during_the_job_is_not_undone(model_dir: Path, monkeypatch) -> None:
     """The job activates only if CURRENT still names the version it started from."""
     store = ModelStore(model_dir)
-    started_from = store.current()
-    rolled_back_to = store.save(store.load(started_from).params,
-                                {k: store.record(started_from)[k] for k in (
-                                    "hyperparameters", "seed", "steps", "training_seconds",
-                                    "metrics", "history", "parent", "gate")})
+    rolled_back_to = clone_version(store)  # certified: the same weights and proof
     real = retrain.train_and_save
 
     def train_then_rollback(*args: Any, **kwargs: Any) -> tuple[str, dict]:
@@ -717,6 +713,22 @@ def test_a_rollback_during_the_job_is_not_undone(model_dir: Path, monkeypatch) -
     assert "saved but not activated" in changes["error"] and rolled_back_to in changes["error"]
     assert store.current() == rolled_back_to
     assert store.record(changes["model_version"])  # the job's version is kept
+
+
+def test_a_job_whose_version_is_not_certified_saves_it_without_activating(
+        model_dir: Path) -> None:
+    """A model that adds (the gate passes) but carries no proof never goes live from a job."""
+    store = ModelStore(model_dir)
+    before = store.current()
+    files = JobFiles(model_dir)
+    files.dir.mkdir(exist_ok=True)
+    job_id = queued_by_hand(model_dir, {"seed": 1, "certify": False}, activate=True)
+    status, changes = retrain.run(retrain.Job(files, files.read(job_id)))
+    assert status == "rejected", changes
+    assert "not certified" in changes["error"] and "no certificate" in changes["error"]
+    assert changes["gate"]["passed"] is True
+    assert store.current() == before and store.last_good() != changes["model_version"]
+    assert store.record(changes["model_version"])["certificate"]["certified"] is False
 
 
 def queued_by_hand(root: Path, params: dict, activate: bool = False) -> str:
