@@ -11,7 +11,7 @@ from typing import Any
 
 from service.errors import Conflict, GateFailed, NotCertified, NotFound
 from service.jobs import storage_error
-from service.model import ModelHolder
+from service.model import ModelHolder, certificate_summary
 from training import store as model_store
 from training.store import ModelError, ModelStore, VersionNotFound
 
@@ -57,7 +57,5 @@ def activate(store: ModelStore, holder: ModelHolder, version: str, *, force: boo
     return {"active": version, "previous": previous,
             "model_version": served.version if served else None,
             "forced": not promotion.passed, "certified": promotion.proof["certified"],
-            "certificate": {"certified": promotion.proof["certified"],
-                            "problem": promotion.proof["problem"],
-                            **(promotion.proof["summary"] or {})},
+            "certificate": certificate_summary(store.record(version), promotion.proof),
             "gate": promotion.gate}

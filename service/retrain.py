@@ -32,6 +32,7 @@ from service.jobs import (
     try_lock,
     utc_now,
 )
+from service.model import certificate_summary
 from training.store import CurrentChanged, GateFailed, ModelStore, NotCertified
 from training.train import TrainConfig, make_config, train_and_save
 
@@ -151,7 +152,7 @@ def run(job: Job, keep_models: int | None = None) -> tuple[str, dict[str, Any]]:
                                              f"the active version changed to {exc.found} while "
                                              f"the job ran (it started from {started_from})"}
     return "succeeded", {**done, "gate": promotion.gate,
-                         "certificate": {"certified": True, **(promotion.proof["summary"] or {})}}
+                         "certificate": certificate_summary(record, promotion.proof)}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -101,9 +101,9 @@ class Runtime:
         model = self._stored(version)
         trust = trust_of(model, self.max_bits)
         if not trust.trusted and not admin:
-            raise Forbidden(f"Version {version} is not trusted (promotion gate: "
-                            f"{trust.gate['status']}); only admin callers may use it "
-                            "(Authorization: Bearer <token>).", field="version")
+            raise Forbidden(f"Version {version} is not trusted (not certified: "
+                            f"{trust.certificate.get('problem')}); only admin callers may use "
+                            "it (Authorization: Bearer <token>).", field="version")
         return model
 
     def _stored(self, version: str) -> LoadedModel:

@@ -24,6 +24,8 @@ from rnnadd_client import (
 from rnnadd_client.cli import build_parser
 
 from tests import servers
+from tests.conftest import clone_version
+from training.store import ModelStore
 
 RNNADD = Path(sys.executable).with_name("rnnadd")  # the console script installed beside python
 
@@ -372,3 +374,19 @@ def test_cli(server: servers.Server) -> None:
     assert missing.returncode == 1 and "404" in missing.stderr
     ended = cli(server, "cancel", job["id"])
     assert ended.returncode == 1 and ended.stderr.startswith("error: 409"), ended.stderr
+
+
+@pytest.mark.integration
+def test_models_pages_through_every_stored_version(tmp_path: Path) -> None:
+    """limit/after reach every version, and all_models() follows next_after to the end."""
+    with servers.running_server(tmp_path) as running, Client(running.url) as client:
+        store = ModelStore(running.model_dir)
+        for _ in range(4):
+            clone_version(store)
+        versions = [r["version"] for r in store.versions()]  # oldest first, as listed
+        assert len(versions) == 5
+        first = client.models(limit=2)
+        assert [m["version"] for m in first["models"]] == versions[:2]
+        second = client.models(limit=2, after=first["next_after"])
+        assert [m["version"] for m in second["models"]] == versions[2:4]
+        assert [m["version"] for m in client.all_models()] == versions

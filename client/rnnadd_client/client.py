@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -101,9 +101,22 @@ class Client:
         """Record of the active model (version, hyperparameters, metrics, gate, history)."""
         return self._request("GET", "/v1/model", retry=True)
 
-    def models(self) -> dict:
-        """All stored versions, the active one marked."""
-        return self._request("GET", "/v1/models", retry=True)
+    def models(self, limit: int | None = None, after: str | None = None) -> dict:
+        """A page of stored versions, oldest first, the active one marked; pass the answer's
+        next_after as after for the next page."""
+        query = {k: v for k, v in (("limit", limit), ("after", after)) if v is not None}
+        path = "/v1/models" + (f"?{urlencode(query)}" if query else "")
+        return self._request("GET", path, retry=True)
+
+    def all_models(self) -> list[dict]:
+        """Every stored version, page by page."""
+        found, after = [], None
+        while True:
+            page = self.models(limit=1000, after=after)
+            found += page["models"]
+            after = page.get("next_after")
+            if not after:
+                return found
 
     def activate(self, version: str, force: bool = False) -> dict:
         """Make a stored version the active one (rollback); admin. force: past a failed gate."""
