@@ -412,6 +412,17 @@ def _get(url: str, token: str | None = None, body: dict | None = None) -> tuple[
         return err.code, json.loads(err.read() or b"null")
 
 
+def _eventually(url: str, key: str, value: str, **kwargs: Any) -> tuple[int, dict]:
+    """GET (or POST a body) until answer[key] == value, for up to 5 s: a pod's workers each
+    follow CURRENT on their own within RNNADD_RELOAD_INTERVAL."""
+    until = time.monotonic() + 5
+    status, answer = _get(url, **kwargs)
+    while time.monotonic() < until and answer.get(key) != value:
+        time.sleep(0.2)
+        status, answer = _get(url, **kwargs)
+    return status, answer
+
+
 def _served(pods: list[Pod]) -> set[str]:
     return {_get(pod.url() + "/readyz")[1]["model_version"] for pod in pods}
 
@@ -453,9 +464,13 @@ def test_the_deployment_serves_and_the_training_job_activates_what_it_serves() -
         assert len(served) == 1 and served != {bundled}, (served, log[-3000:])
         (version,) = served
         for pod in pods:
-            status, model = _get(pod.url() + "/v1/model")
+            # each pod's workers follow CURRENT on their own within RNNADD_RELOAD_INTERVAL:
+            # one worker answering the new version does not mean the other already does
+            status, model = _eventually(pod.url() + "/v1/model", "version", version)
             assert status == 200 and model["version"] == version, model
-            status, answer = _get(pod.url() + "/v1/predict", body={"a": 2**40, "b": 2**40 - 1})
+            assert model["certified"] is True, model["certificate"]
+            status, answer = _eventually(pod.url() + "/v1/predict", "model_version", version,
+                                         body={"a": 2**40, "b": 2**40 - 1})
             assert status == 200 and answer["decimal"] == 2**41 - 1, answer
             assert answer["model_version"] == version
         assert all(pod.ready.is_set() and pod.restarts == 0 for pod in pods), [
