@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -535,15 +535,21 @@ print(json.dumps({"opened": opened, "answers": answers}), flush=True)
 """
 
 
-def test_half_sent_headers_do_not_starve_the_service(stack: Stack) -> None:
-    """256 connections hold half a request header for 20 s; every probe still answers < 1 s."""
-    attack = subprocess.Popen([sys.executable, "-c", HALF_HEADERS, str(stack.port), "256", "20"],
+Probe = tuple[str, float, float, object]  # path, seconds into the attack, duration, outcome
+
+
+def probe_during(stack: Stack, attack_code: str, args: list[str], limit: float,
+                 each_round: Callable[[list[Probe]], None] | None = None,
+                 ) -> tuple[list[Probe], dict]:
+    """Run an attack script (it prints "open", then a JSON summary) and probe /healthz and
+    /v1/predict through the proxy with a 1 s timeout until it ends or `limit` seconds pass."""
+    attack = subprocess.Popen([sys.executable, "-c", attack_code, str(stack.port), *args],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    probes: list[Probe] = []
     try:
         assert attack.stdout is not None and attack.stdout.readline().strip() == "open"
         began = time.monotonic()
-        probes: list[tuple[str, float, float, object]] = []
-        while attack.poll() is None and time.monotonic() - began < 25:
+        while attack.poll() is None and time.monotonic() - began < limit:
             for method, path, body in (("GET", "/healthz", None),
                                        ("POST", "/v1/predict", {"a": 21, "b": 21})):
                 started = time.monotonic()
@@ -554,6 +560,8 @@ def test_half_sent_headers_do_not_starve_the_service(stack: Stack) -> None:
                     outcome = repr(exc)
                 probes.append((path, round(started - began, 2), time.monotonic() - started,
                                outcome))
+            if each_round is not None:
+                each_round(probes)
             time.sleep(0.2)
         out, err = attack.communicate(timeout=30)
     finally:
@@ -561,7 +569,12 @@ def test_half_sent_headers_do_not_starve_the_service(stack: Stack) -> None:
             attack.kill()
             attack.wait(10)
     assert attack.returncode == 0, err[-2000:]
-    summary = json.loads(out)
+    return probes, json.loads(out)
+
+
+def test_half_sent_headers_do_not_starve_the_service(stack: Stack) -> None:
+    """256 connections hold half a request header for 20 s; every probe still answers < 1 s."""
+    probes, summary = probe_during(stack, HALF_HEADERS, ["256", "20"], 25)
     assert len(probes) >= 40, probes
     failed = [p for p in probes if not (isinstance(p[3], tuple) and p[3][0] == 200)]
     assert not failed, failed[:5]
@@ -630,34 +643,13 @@ def test_slow_uploads_of_large_bodies_do_not_take_replicas_offline(stack: Stack)
     whole body, so every probe through it answers within 1 s and no replica goes down."""
     stack.wait_replicas_up(REPLICAS)
     downs = _down_transitions(stack)
-    attack = subprocess.Popen([sys.executable, "-c", SLOW_UPLOADS, str(stack.port), "48", "30"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     states: list[dict[str, str]] = []
-    try:
-        assert attack.stdout is not None and attack.stdout.readline().strip() == "open"
-        began = time.monotonic()
-        probes: list[tuple[str, float, float, object]] = []
-        while attack.poll() is None and time.monotonic() - began < 36:
-            for method, path, body in (("GET", "/healthz", None),
-                                       ("POST", "/v1/predict", {"a": 21, "b": 21})):
-                started = time.monotonic()
-                try:
-                    status, _, payload = stack.request(method, path, body, timeout=1.0)
-                    outcome: object = (status, payload)
-                except OSError as exc:  # a timeout after 1 s included
-                    outcome = repr(exc)
-                probes.append((path, round(started - began, 2), time.monotonic() - started,
-                               outcome))
-            if len(probes) % 20 == 0:
-                states.append({n: r["status"] for n, r in stack.proxy_servers().items()})
-            time.sleep(0.2)
-        out, err = attack.communicate(timeout=30)
-    finally:
-        if attack.poll() is None:
-            attack.kill()
-            attack.wait(10)
-    assert attack.returncode == 0, err[-2000:]
-    summary = json.loads(out)
+
+    def replica_states(probes: list) -> None:
+        if len(probes) % 20 == 0:
+            states.append({n: r["status"] for n, r in stack.proxy_servers().items()})
+
+    probes, summary = probe_during(stack, SLOW_UPLOADS, ["48", "30"], 36, replica_states)
     assert len(probes) >= 60, probes
     failed = [p for p in probes if not (isinstance(p[3], tuple) and p[3][0] == 200)]
     assert not failed, failed[:5]
