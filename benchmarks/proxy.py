@@ -199,6 +199,13 @@ def measure(setup: Setup, path: str, body: bytes, seconds: int, connections: int
                             processes=2, threads=max(1, connections // 2))
 
 
+def build_images(compose: list[str]) -> None:
+    """Build the api and proxy images the benchmark stacks run, as rnnadd:bench tags."""
+    env = {**os.environ, "RNNADD_IMAGE": "rnnadd:bench", "RNNADD_PROXY_IMAGE": "rnnadd-proxy:bench"}
+    print("building images ...", flush=True)
+    _run([*compose, "-p", "rnnaddbenchbuild", "build"], env, timeout=1800)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.proxy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,10 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     compose = _compose()
     if not args.no_build:
-        env = {**os.environ, "RNNADD_IMAGE": "rnnadd:bench",
-               "RNNADD_PROXY_IMAGE": "rnnadd-proxy:bench"}
-        print("building images ...", flush=True)
-        _run([*compose, "-p", "rnnaddbenchbuild", "build"], env, timeout=1800)
+        build_images(compose)
     batch = batch_body()
     patterns = [("single pair", "/v1/predict", json.dumps(PAIR).encode(), 16),
                 ("10,000 pairs", "/v1/predict/batch", batch, 4)]

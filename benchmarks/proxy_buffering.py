@@ -36,7 +36,17 @@ import time
 from pathlib import Path
 
 from benchmarks import load
-from benchmarks.proxy import PAIR, _compose, _get, _run, batch_body, check, measure, stack
+from benchmarks.proxy import (
+    PAIR,
+    _compose,
+    _get,
+    _run,
+    batch_body,
+    build_images,
+    check,
+    measure,
+    stack,
+)
 from tests.test_container import SLOW_UPLOADS
 
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "haproxy" / "haproxy.cfg"
@@ -144,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     compose = _compose()
     if not args.no_build:
-        env = {**os.environ, "RNNADD_IMAGE": "rnnadd:bench",
-               "RNNADD_PROXY_IMAGE": "rnnadd-proxy:bench"}
-        print("building images ...", flush=True)
-        _run([*compose, "-p", "rnnaddbenchbuild", "build"], env, timeout=1800)
+        build_images(compose)
     batch = batch_body()
     patterns = [("10,000 pairs", "/v1/predict/batch", batch, 4),
                 ("single pair", "/v1/predict", json.dumps(PAIR).encode(), 16)]
