@@ -90,7 +90,8 @@ def _lf_errors(section: str) -> dict[int, str]:
 
 
 @pytest.mark.parametrize(("config", "frontend"),
-                         [("haproxy.cfg", "frontend public"), ("holder.cfg", "frontend hold")])
+                         [("haproxy.cfg", "frontend public"), ("haproxy.cfg", "frontend relay"),
+                          ("holder.cfg", "frontend hold")])
 def test_every_status_the_parser_raises_has_an_errorfile(config: str, frontend: str) -> None:
     """The parser's errors use the frontend's replies, and only `errorfile` ones: an
     `http-error` for the same status would take its place and bring HAProxy's HTML back."""
