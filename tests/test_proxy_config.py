@@ -119,9 +119,9 @@ def test_errors_raised_with_a_stream_carry_the_request_id() -> None:
     assert set(_lf_errors(sections["frontend public"])) >= {502, 503, 504}
     relay = _sections(holder_config)["backend public_relay"]
     assert set(_lf_errors(relay)) >= {400, 408, 500, 502, 503, 504}
-    # The frontend's own refusals name their reply: its 413, 414 and 431 slots are the parser's.
+    # The frontend's own refusals name their reply: its 413 and 414 slots are the parser's.
     public = sections["frontend public"]
-    for status in (413, 414, 431):
+    for status in (413, 414):
         rule = (rf"^\s+http-request (?:deny|return) status {status} content-type "
                 rf"application/problem\+json lf-file /etc/haproxy/errors/{status}\.json "
                 r"hdr X-Request-ID %\[var\(txn.rid\)\] if \w+$")
