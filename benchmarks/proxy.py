@@ -102,8 +102,10 @@ def stack(replicas: int, compose: list[str], proxy_env: dict[str, str] | None = 
     place of the image's (both through an override file)."""
     project = f"rnnaddbench{replicas}x{secrets.token_hex(3)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RNNADD_")}
-    # RNNADD_PORT=0: Docker picks a free port on 127.0.0.1, read back with `compose port`
-    env.update(COMPOSE_PROJECT_NAME=project, RNNADD_PORT="0", RNNADD_IMAGE="rnnadd:bench",
+    # Port 0: Docker picks free ports on 127.0.0.1 (HTTP read back with `compose port`), so
+    # stacks run side by side
+    env.update(COMPOSE_PROJECT_NAME=project, RNNADD_PORT="0", RNNADD_GRPC_PORT="0",
+               RNNADD_IMAGE="rnnadd:bench",
                RNNADD_PROXY_IMAGE="rnnadd-proxy:bench", WEB_CONCURRENCY="2")
     base = [*compose, "-p", project]
     override = None
