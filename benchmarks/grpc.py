@@ -8,7 +8,15 @@ benchmarks/mlserver_runtime.py, both on 127.0.0.1. Every answer is checked befor
 timed. Then, in rounds that visit every target in turn (reversed every other round), for a
 fixed time each:
 - single pairs under concurrent load (processes x threads, one connection each): gRPC with
-  raw_input_contents to the service and to MLServer, and /v2 REST JSON to the service;
+  raw_input_contents to the service and to MLServer, and /v2 REST JSON to the service, from
+  Python clients (grpcio, http.client) on the same cores;
+- the same calls from load generators written in C, h2load (nghttp2-client) for gRPC and wrk
+  for REST, as many connections, one call at a time each: they leave the cores to the servers,
+  so the figures are the servers' own (skipped, and said so, where they are not installed).
+  h2load does not read gRPC statuses (trailers), so every phase checks on the server's metrics
+  that it answered OK as many calls as h2load counted, and nothing else;
+- the decoding of one single-pair ModelInferRequest in this process, direct (the usual call)
+  against the general mapping every call can take, the figure with and without the shortcut;
 - 10,000-pair batches, one request at a time: gRPC raw, the REST binary tensor extension and
   REST JSON (output `sum` only), and Predictor.add in this process on the same inputs.
 The run ends by itself; every server is ended by its PID.
@@ -25,6 +33,7 @@ import multiprocessing
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import struct
@@ -32,6 +41,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import timeit
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -46,7 +57,10 @@ INFER_RPC = "/inference.GRPCInferenceService/ModelInfer"
 INFER_PATH = "/v2/models/rnnadd/infer"
 BATCH = 10_000
 TARGETS = {"single_vs_rest_json": 1.5, "single_vs_mlserver": 3.0,
+           "single_vs_rest_json (h2load/wrk)": 1.5, "single_vs_mlserver (h2load)": 3.0,
            "batch_vs_rest_binary": 1.0, "batch_vs_in_process": 0.4}
+OUR_OK = ("rnnadd_http_requests_total", {"endpoint": INFER_RPC, "protocol": "grpc"}, "status")
+THEIR_OK = ("grpc_server_handled_total", {"grpc_method": "ModelInfer"}, "grpc_code")
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -106,6 +120,7 @@ class MLServer:
     proc: subprocess.Popen
     grpc: str
     log: Path
+    metrics: str  # its Prometheus endpoint, where it counts calls by gRPC code
 
 
 @contextlib.contextmanager
@@ -131,7 +146,7 @@ def mlserver(executable: str, tmp: Path, model_dir: Path) -> Iterator[MLServer]:
         command = [os.path.abspath(executable), "start", str(folder)]  # it runs in `folder`
         proc = subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT)
-    running = MLServer(proc, f"{HOST}:{ports[1]}", log)
+    running = MLServer(proc, f"{HOST}:{ports[1]}", log, f"http://{HOST}:{ports[2]}/metrics")
     try:
         wait_model_ready(running.grpc, proc, log)
         yield running
@@ -242,6 +257,56 @@ def rest_binary_sums(data: bytes, headers: dict[str, str]) -> list[int]:
     return list(struct.unpack(f"<{len(raw) // 8}q", raw))
 
 
+def calls_by_code(url: str, counter: tuple[str, dict[str, str], str]) -> dict[str, float]:
+    """A Prometheus counter's values by its code label, over the samples matching the others."""
+    name, wanted, code_label = counter
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    totals: dict[str, float] = {}
+    for match in re.finditer(rf"^{name}\{{(.*?)\}} (\S+)$", text, re.MULTILINE):
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(1)))
+        if all(labels.get(k) == v for k, v in wanted.items()):
+            code = labels.get(code_label, "")
+            totals[code] = totals.get(code, 0.0) + float(match.group(2))
+    return totals
+
+
+def checked_h2load(target: str, body: bytes, seconds: int, connections: int, pid: int,
+                   metrics: str, counter: tuple[str, dict[str, str], str]) -> load.Result:
+    """An h2load phase whose every counted call the server answered OK (its metrics say)."""
+    before = calls_by_code(metrics, counter)
+    result = with_cpu(pid, lambda: load.h2load_grpc(target, INFER_RPC, body, seconds=seconds,
+                                                    connections=connections))
+    after = calls_by_code(metrics, counter)
+    delta = {code: after.get(code, 0.0) - before.get(code, 0.0) for code in after}
+    ok = delta.pop("OK", 0.0)
+    if any(delta.values()) or ok < result.requests or result.errors:
+        raise RuntimeError(f"{target}: h2load counted {result.requests} calls "
+                           f"({result.errors} not HTTP 200); the server answered OK {ok:.0f}, "
+                           f"and {delta}")
+    return result
+
+
+def decode_micros(message: bytes, max_batch: int, max_digits: int) -> dict[str, float]:
+    """Microseconds to decode one serialized call: direct, and the general mapping to REST's."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    from service import oip
+    from service.grpc_codec import common_request, infer_header
+
+    request = pb.ModelInferRequest.FromString(message)
+
+    def general() -> oip.InferRequest:
+        header, binary = infer_header(request)
+        return oip.parse_infer_header(header, binary, max_batch, max_digits, binary_output=True)
+
+    if common_request(request, max_batch) != general():
+        raise RuntimeError("the direct decoding differs from the general one")
+    return {name: 1e6 * timeit.timeit(call, number=20_000) / 20_000
+            for name, call in (("direct", lambda: common_request(request, max_batch)),
+                               ("general", general))}
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 def with_cpu(pid: int, run: Callable[[], load.Result]) -> load.Result:
@@ -334,6 +399,26 @@ def main() -> None:
                     HOST, service.port, INFER_PATH, single_json, close=False,
                     seconds=args.seconds, processes=args.processes, threads=args.threads)),
             })
+            native: dict[str, list[load.Result]] = {}
+            tools = (load.h2load_available(), load.wrk_available())
+            if None in tools:
+                print("h2load or wrk is not installed (apt install nghttp2-client wrk): the "
+                      "load generators' phases are skipped", flush=True)
+            else:
+                print(f"the same from {tools[0]} and {tools[1]}", flush=True)
+                connections, whole = args.processes * args.threads, max(1, round(args.seconds))
+                native = rounds(args.rounds, {
+                    "gRPC, service": lambda: checked_h2load(
+                        service.grpc, single_grpc, whole, connections, service.proc.pid,
+                        f"{service.url}/metrics", OUR_OK),
+                    "gRPC, MLServer": lambda: checked_h2load(
+                        other.grpc, single_grpc, whole, connections, other.proc.pid,
+                        other.metrics, THEIR_OK),
+                    "REST JSON, service": lambda: with_cpu(service.proc.pid, lambda: load.wrk(
+                        f"{service.url}{INFER_PATH}", single_json.decode(), close=False,
+                        seconds=whole, threads=1, connections=connections)),
+                })
+            decoding = decode_micros(single_grpc, BATCH, 1000)
             print(f"10,000-pair batches ({bits} bits), one request at a time", flush=True)
 
             def in_process() -> float:
@@ -359,43 +444,63 @@ def main() -> None:
     finally:
         servers.stop_server(service)
         shutil.rmtree(tmp, ignore_errors=True)
-    report(single, batch, busy, mlserver_version, threadpool_info())
+    report(single, native, decoding, batch, busy, mlserver_version, threadpool_info())
 
 
-def report(single_results: dict[str, list[load.Result]], batch: dict[str, list[float]],
-           busy: float, mlserver_version: str, blas: list[dict]) -> None:
+def single_table(title: str, results: dict[str, list[load.Result]]) -> dict[str, float]:
+    """Print one table of single-pair phases; return medians of calls/s and per server CPU."""
+    print(f"\n| {title} | calls/s (median) | min-max | calls per server CPU-second |\n"
+          "| --- | --- | --- | --- |")
+    medians = {}
+    for name, phases in results.items():
+        rates = [r.rate for r in phases]
+        per_cpu = statistics.median(r.requests / r.server_cpu for r in phases if r.server_cpu)
+        medians[name], medians[f"{name} per CPU"] = statistics.median(rates), per_cpu
+        print(f"| {name} | {medians[name]:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | "
+              f"{per_cpu:,.0f} |")
+    return medians
+
+
+def report(single_results: dict[str, list[load.Result]],
+           native_results: dict[str, list[load.Result]], decoding: dict[str, float],
+           batch: dict[str, list[float]], busy: float, mlserver_version: str,
+           blas: list[dict]) -> None:
     """Medians, the ratios the targets name, and what the machine was."""
-    single = {name: [r.rate for r in results] for name, results in single_results.items()}
-    per_cpu = {name: statistics.median(r.requests / r.server_cpu for r in results
-                                       if r.server_cpu)
-               for name, results in single_results.items()}
-    med = {name: statistics.median(values) for name, values in {**single, **{
-        f"batch {k}": v for k, v in batch.items()}}.items()}
+    med = {f"batch {k}": statistics.median(v) for k, v in batch.items()}
     print(f"\n{platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, grpcio {version('grpcio')}, {mlserver_version}; "
           f"other processes used {busy:.0%} of the machine meanwhile")
     print("BLAS: " + "; ".join(f"{i.get('internal_api')} {i.get('version')} "
                                f"{i.get('architecture')} threads={i.get('num_threads')}"
                                for i in blas))
-    print("\n| single pairs, concurrent | calls/s (median) | min-max | calls per server "
-          "CPU-second |\n| --- | --- | --- | --- |")
-    for name, values in single.items():
-        print(f"| {name} | {med[name]:,.0f} | {min(values):,.0f}-{max(values):,.0f} | "
-              f"{per_cpu[name]:,.0f} |")
+    med.update(single_table("single pairs, Python clients", single_results))
+    if native_results:
+        native = single_table("single pairs, h2load (gRPC) and wrk (REST)", native_results)
+        med.update({f"native {k}": v for k, v in native.items()})
+    print(f"\ndecoding one single-pair ModelInferRequest: {decoding['direct']:.1f} us direct, "
+          f"{decoding['general']:.1f} us by the general mapping")
     print("\n| 10,000-pair batches, sequential | pairs/s (median) | min-max |\n| --- | --- | --- |")
     for name, values in batch.items():
         print(f"| {name} | {med['batch ' + name]:,.0f} | {min(values):,.0f}-{max(values):,.0f} |")
     ratios = {
         "single_vs_rest_json": med["gRPC, service"] / med["REST JSON, service"],
         "single_vs_mlserver": med["gRPC, service"] / med["gRPC, MLServer"],
+        **({"single_vs_rest_json (h2load/wrk)": med["native gRPC, service"]
+            / med["native REST JSON, service"],
+            "single_vs_mlserver (h2load)": med["native gRPC, service"]
+            / med["native gRPC, MLServer"]} if native_results else {}),
         "batch_vs_rest_binary": med["batch gRPC raw, service"] / med["batch REST binary, service"],
         "batch_vs_in_process": med["batch gRPC raw, service"]
         / med["batch Predictor.add, in process"],
     }
-    ratios["single_vs_rest_json per server CPU"] = (per_cpu["gRPC, service"]
-                                                    / per_cpu["REST JSON, service"])
-    ratios["single_vs_mlserver per server CPU"] = (per_cpu["gRPC, service"]
-                                                   / per_cpu["gRPC, MLServer"])
+    for prefix, rest, theirs in (("", "", ""), ("native ", " (h2load/wrk)", " (h2load)")):
+        if f"{prefix}gRPC, service" not in med:
+            continue
+        ours = med[f"{prefix}gRPC, service per CPU"]
+        ratios[f"single_vs_rest_json{rest} per server CPU"] = (
+            ours / med[f"{prefix}REST JSON, service per CPU"])
+        ratios[f"single_vs_mlserver{theirs} per server CPU"] = (
+            ours / med[f"{prefix}gRPC, MLServer per CPU"])
     print("\n| ratio | measured | target |\n| --- | --- | --- |")
     for name, value in ratios.items():
         if name not in TARGETS:

@@ -2,6 +2,7 @@
 
 Both send one fixed POST body over a fixed number of connections for a fixed time, either
 keeping connections alive (what other services do) or asking the server to close each one.
+h2load (nghttp2's load generator) does the same for one gRPC call over HTTP/2.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import http.client
 import json
 import multiprocessing
 import os
+import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -142,6 +145,44 @@ def wrk(url: str, body: str, *, close: bool, seconds: int, threads: int = 2,
         if line.startswith("WRK_JSON "):
             return Result(**json.loads(line[len("WRK_JSON "):]))
     raise RuntimeError(f"wrk gave no figures:\n{out.stdout}\n{out.stderr}")
+
+
+def h2load_available() -> str | None:
+    """h2load's version line, or None when it is not installed (Debian: nghttp2-client)."""
+    if shutil.which("h2load") is None:
+        return None
+    out = subprocess.run(["h2load", "--version"], capture_output=True, text=True, timeout=10)
+    return (out.stdout or out.stderr).splitlines()[0].strip()
+
+
+def h2load_grpc(target: str, method: str, message: bytes, *, seconds: int,
+                connections: int = 16, streams: int = 1) -> Result:
+    """One gRPC call sent over and over by h2load: `connections` x `streams` calls in flight.
+
+    The message goes out framed as gRPC frames it (a 0 flag byte, then its length, big-endian).
+    h2load counts HTTP 200 answers; a gRPC status travels in trailers it does not read, so
+    callers count OK calls on the server (its metrics) to know every call succeeded.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        body, log = os.path.join(tmp, "call.bin"), os.path.join(tmp, "log.tsv")
+        with open(body, "wb") as out:
+            out.write(b"\0" + struct.pack(">I", len(message)) + message)
+        out = subprocess.run(
+            ["h2load", "-D", str(seconds), "-c", str(connections), "-m", str(streams), "-t", "1",
+             "-T", "5", "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
+             "--log-file", log, f"http://{target}{method}"],
+            capture_output=True, text=True, timeout=seconds + 30,
+        )
+        # One line per finished call: start (microseconds), HTTP status, duration (microseconds).
+        with open(log) as lines:
+            rows = [line.split() for line in lines if line.strip()]
+    done = re.search(r"finished in ([\d.]+)(m?s)", out.stdout)
+    if done is None:
+        raise RuntimeError(f"h2load gave no figures:\n{out.stdout}\n{out.stderr}")
+    wall = float(done.group(1)) / (1000.0 if done.group(2) == "ms" else 1.0)
+    latencies = sorted(int(row[2]) / 1e6 for row in rows if row[1] == "200")
+    return Result(len(latencies), wall, percentile(latencies, 50), percentile(latencies, 99),
+                  len(rows) - len(latencies))
 
 
 def percentile(ordered: list[float], q: float) -> float:

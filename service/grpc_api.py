@@ -19,17 +19,12 @@ from service import errors, oip
 from service.auth import check_admin
 from service.context import Services
 from service.errors import APIError, V2Error
+from service.grpc_codec import common_request, infer_header
 from service.proto import open_inference_grpc_pb2 as pb
 from service.reqlog import Clock, request_id
 from service.runtime import AUTO, Prediction
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-# The repeated field of InferTensorContents that holds each accepted datatype.
-CONTENTS_FIELDS = {
-    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-    "UINT32": "uint_contents", "UINT64": "uint64_contents", "BYTES": "bytes_contents",
-}
 REQUEST_ID_KEY = "x-request-id"
 AUTHORIZATION_KEY = "authorization"  # "Bearer <token>", as the REST header
 LINE = ('{"ts": "%s", "level": "info", "event": "request", "protocol": "grpc", "method": "POST", '
@@ -55,56 +50,6 @@ def decoder(message_class: Any) -> Callable[[bytes], Any]:
             return Malformed(name, str(exc) or type(exc).__name__)
 
     return parse
-
-
-def parameter(value: pb.InferParameter) -> Any:
-    """The Python value of an InferParameter; None when no kind is set."""
-    kind = value.WhichOneof("parameter_choice")
-    return None if kind is None else getattr(value, kind)
-
-
-def parameters(values: Any) -> dict[str, Any]:
-    """A protobuf parameter map as the dict REST requests carry."""
-    return {key: parameter(value) for key, value in values.items()}
-
-
-def _contents(tensor: pb.ModelInferRequest.InferInputTensor) -> list:
-    """The elements of an input given as contents, from the field its datatype names."""
-    field = CONTENTS_FIELDS.get(tensor.datatype)
-    if field is None:
-        return []  # the codec refuses the datatype itself, with the list of accepted ones
-    given = [f.name for f, _ in tensor.contents.ListFields()]
-    if any(name != field for name in given):
-        raise V2Error(f"input {tensor.name!r}: {tensor.datatype} elements go in contents.{field}"
-                      f", got {', '.join(given)}")
-    return list(getattr(tensor.contents, field))
-
-
-def infer_header(request: pb.ModelInferRequest) -> tuple[dict[str, Any], bytes]:
-    """The REST header and binary data equivalent to a ModelInferRequest."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise V2Error(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} "
-                      "inputs; give one per input, in input order")
-    inputs = []
-    for index, tensor in enumerate(request.inputs):
-        params = parameters(tensor.parameters)
-        params.pop("binary_data_size", None)  # REST's framing; gRPC frames each input itself
-        item: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype,
-                                "shape": list(tensor.shape), "parameters": params}
-        if raw:
-            if tensor.HasField("contents"):
-                raise V2Error(f"input {tensor.name!r}: give contents or raw_input_contents, "
-                              "not both")
-            params["binary_data_size"] = len(raw[index])
-        elif tensor.HasField("contents"):
-            item["data"] = _contents(tensor)
-        else:
-            raise V2Error(f"input {tensor.name!r}: needs contents or raw_input_contents")
-        inputs.append(item)
-    outputs = [{"name": o.name, "parameters": parameters(o.parameters)} for o in request.outputs]
-    header = {"inputs": inputs, "outputs": outputs, "parameters": parameters(request.parameters)}
-    return header, b"".join(raw)
 
 
 def infer_response(request: pb.ModelInferRequest, req: oip.InferRequest,
@@ -201,9 +146,11 @@ class InferenceServicer:
         if version is not None:  # unknown: NOT_FOUND, untrusted: PERMISSION_DENIED, first
             admin = self.admin(context)
             runtime.model(version, admin=admin)
-        header, binary = infer_header(request)
-        req = oip.parse_infer_header(header, binary, runtime.max_batch, runtime.max_digits,
-                                     binary_output=bool(request.raw_input_contents))
+        req = common_request(request, runtime.max_batch)
+        if req is None:
+            header, binary = infer_header(request)
+            req = oip.parse_infer_header(header, binary, runtime.max_batch, runtime.max_digits,
+                                         binary_output=bool(request.raw_input_contents))
         prediction = runtime.predict(req.a, req.b, req.parameters.get("bits", AUTO), version,
                                      name=lambda i, j: f"input {oip.INPUT_NAMES[j]!r}[{i}]",
                                      admin=admin)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from training.predictor import Predictor
@@ -48,6 +49,11 @@ class LoadedModel:
     predictor: Predictor
     bits: int
     proof: dict[str, Any]  # the stored certificate, re-verified against these weights at load
+
+    @cached_property
+    def certified(self) -> bool:
+        """assess's decision for this version, made once: every answer it gives carries it."""
+        return certificate_summary(self.record, self.proof)["certified"]
 
 
 FORCED_REFRESH_WAIT = 2.0  # seconds a forced refresh (after an activation) waits for the lock

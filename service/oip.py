@@ -344,9 +344,9 @@ def outputs(
 
 
 def _bytes_tensor(values: list[str]) -> bytes:
-    """Length-prefixed ASCII strings; equal widths (the `binary` output) go through numpy."""
+    """Length-prefixed ASCII strings; many of equal width (the `binary` output) through numpy."""
     widths, text = set(map(len, values)), "".join(values)
-    if len(widths) != 1 or not text or not text.isascii():
+    if len(values) < 16 or len(widths) != 1 or not text or not text.isascii():  # few: no numpy
         return b"".join(struct.pack("<I", len(v)) + v for v in (s.encode() for s in values))
     (width,) = widths
     rows = np.empty((len(values), 4 + width), dtype=np.uint8)

@@ -175,7 +175,7 @@ class Runtime:
     def _prediction(self, model: LoadedModel, width: int, a: Sequence[int], b: Sequence[int],
                     sums: list[int]) -> Prediction:
         """The result with the version's trust: forced when the untrusted version is live."""
-        trusted = trust_of(model, self.max_bits).trusted
+        trusted = model.certified
         served = self.holder.current() if not trusted else None
         forced = not trusted and served is not None and served.version == model.version
         return Prediction(model.version, width, a, b, sums, trusted, forced)

@@ -186,6 +186,10 @@ def test_the_training_job_trains_into_the_shared_volume_under_the_training_lock(
     assert words[start + 4] == f"{MODEL_DIR}/.train.lock"
     assert words[start + 5:start + 8] == ["python", "-m", "training.train"]
     assert words[words.index("--model-dir") + 1] == MODEL_DIR
+    # the gate's width and the versions kept come from the service's Settings, as the pods'
+    assert words[words.index("--max-bits") + 1] == '"$1"'
+    assert words[words.index("--keep-models") + 1] == '"$2"'
+    assert "s.max_bits, s.model_history" in script
     assert container["image"] == _pod_specs()["Deployment"]["containers"][0]["image"]
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from training import rnn
-from training.predictor import Predictor, decode, encode
+from training.predictor import TABLE_BYTES, Predictor, decode, encode, table_levels_for
 
 
 def random_params(hidden: int, seed: int, biases: bool) -> rnn.Params:
@@ -47,9 +47,9 @@ def test_add_equals_the_training_forward_pass(n: int, width: int, biases: bool) 
     assert len(got) == n
 
 
-@pytest.mark.parametrize("levels", [0, 3, 6])
-def test_one_pair_and_many_pairs_agree(levels: int) -> None:
-    params = random_params(8, seed=levels, biases=True)
+@pytest.mark.parametrize("levels", [0, 3, 6, 8, None])
+def test_one_pair_and_many_pairs_agree(levels: int | None) -> None:
+    params = random_params(8, seed=levels or 9, biases=True)
     predictor = Predictor(params, table_levels=levels)
     rng = random.Random(levels)
     for width in (1, 2, 5, 6, 7, 8, 20, 70):
@@ -57,6 +57,27 @@ def test_one_pair_and_many_pairs_agree(levels: int) -> None:
         b = [rng.getrandbits(width) for _ in range(30)]
         assert [predictor.add([x], [y], width)[0] for x, y in zip(a, b, strict=True)] == \
             predictor.add(a, b, width)
+
+
+@pytest.mark.parametrize(("hidden", "levels"), [(1, 8), (16, 8), (32, 7), (64, 7), (128, 6),
+                                               (256, 6), (2**21, 0)])
+def test_the_shared_table_is_as_deep_as_its_memory_budget_allows(hidden: int,
+                                                                  levels: int) -> None:
+    assert table_levels_for(hidden) == levels
+    assert levels == 0 or 4**levels * hidden * 8 <= TABLE_BYTES  # the deepest states fit
+    assert levels == 8 or 4 ** (levels + 1) * hidden * 8 > TABLE_BYTES  # one more would not
+
+
+def test_the_default_table_covers_the_trained_width_and_agrees_past_it() -> None:
+    params = random_params(16, seed=4, biases=True)
+    rng = random.Random(4)
+    for width in (7, 8, 9, 12):
+        a = [rng.getrandbits(width - 1) for _ in range(40)]
+        b = [rng.getrandbits(width - 1) for _ in range(40)]
+        expected = per_pair_sums(params, a, b, width)
+        assert [Predictor(params).add([x], [y], width)[0] for x, y in zip(a, b, strict=True)] \
+            == expected
+        assert Predictor(params).add(a, b, width) == expected
 
 
 def test_add_takes_numpy_arrays_and_huge_ints() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import clone_version
 from training import rnn
 from training import train as train_module
 from training.certify import Certificate, verify
@@ -352,3 +353,22 @@ def test_training_into_the_bundled_directory_says_so(
     other = tmp_path / "elsewhere"
     assert train_module.main(["--model-dir", str(other), *fast]) == 1
     assert "changes its CURRENT" not in capsys.readouterr().err
+
+
+def test_the_cli_keeps_only_the_newest_versions_it_is_told_to(model_dir: Path) -> None:
+    store = ModelStore(model_dir)
+    bundled = store.current()
+    older = [clone_version(store) for _ in range(3)]
+    code = train_module.main(["--model-dir", str(model_dir), "--quiet", "--seed", "1",
+                              "--no-certify", "--keep-models", "2"])
+    assert code == 1  # saved, not certified, so not activated: CURRENT stays the bundled one
+    kept = store.version_ids()
+    assert bundled in kept and older[-1] in kept and len(kept) == 3  # 2 newest + CURRENT
+    assert not set(older[:-1]) & set(kept)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_the_cli_refuses_a_bad_keep_models(value: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train_module.parse_args(["--model-dir", str(tmp_path), "--keep-models", value])
+    assert exit_info.value.code == 2

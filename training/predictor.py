@@ -17,6 +17,16 @@ import numpy as np
 from training.rnn import Params
 
 SYMBOL_BITS = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64)  # x for k = a + 2 b
+TABLE_BYTES = 8 * 2**20  # the deepest shared level's states: 4**levels x hidden float64s
+MAX_TABLE_LEVELS = 8  # a 16-unit model's table covers 8-bit sums, the trained width, whole
+
+
+def table_levels_for(hidden_size: int) -> int:
+    """The most prefix-tree levels whose deepest states fit TABLE_BYTES (16 units: 8 levels)."""
+    levels = 0
+    while levels < MAX_TABLE_LEVELS and 4 ** (levels + 1) * hidden_size * 8 <= TABLE_BYTES:
+        levels += 1
+    return levels
 
 
 def encode(values: Sequence[int] | np.ndarray, width: int) -> np.ndarray:
@@ -49,7 +59,8 @@ def decode(bits: np.ndarray) -> list[int]:
 class Predictor:
     """One loaded model, folded for inference; thread-safe since calls only read it."""
 
-    def __init__(self, params: Params, *, table_levels: int = 6, chunk: int = 2048) -> None:
+    def __init__(self, params: Params, *, table_levels: int | None = None,
+                 chunk: int = 2048) -> None:
         w_i, w_h, w_o = params["w_i"], params["w_h"], params["w_o"]
         size = int(w_h.shape[0])
         b_h = params.get("b_h", np.zeros(size))
@@ -60,13 +71,15 @@ class Predictor:
         self._drive = (w_h.sum(axis=1) / 2.0 + SYMBOL_BITS @ w_i.T + b_h) / 2.0  # c[k]: [4, H]
         self._out_w = w_o[0] / 2.0
         self._out_b = float(w_o.sum() / 2.0 + params.get("b_o", np.zeros(1))[0])
-        # levels[t]: the states after t + 1 steps for every run of low bits; row = prefix key
-        self._levels: list[np.ndarray] = []
+        # Level t: the output bit after t + 1 steps for every run of low bits (index = prefix
+        # key); only the deepest level's states are kept, the only ones a longer pass goes on from.
+        levels = table_levels_for(size) if table_levels is None else table_levels
         states = np.full((1, size), -1.0)  # h_0 = 0
-        for _ in range(table_levels):
+        self._level_bits: list[np.ndarray] = []
+        for _ in range(levels):
             states = self._children(states)
-            self._levels.append(states)
-        self._level_bits = [self._bit(s) for s in self._levels]
+            self._level_bits.append(self._bit(states))
+        self._deepest = states
         self._level_lists = [bits.tolist() for bits in self._level_bits]  # for one-pair calls
 
     def _run(self, u: np.ndarray, symbol: np.ndarray) -> np.ndarray:
@@ -102,9 +115,12 @@ class Predictor:
         symbol += 2 * b_bits
         # Walk the prefix tree while a level has fewer states than there are pairs.
         states, key, t = np.full((1, self.hidden_size), -1.0), np.zeros(n, dtype=np.intp), 0
-        while t < steps and (t < len(self._levels) or 4 * len(states) <= n):
-            if t < len(self._levels):
-                states, set_bits = self._levels[t], self._level_bits[t]
+        depth = len(self._level_bits)
+        while t < steps and (t < depth or 4 * len(states) <= n):
+            if t < depth:
+                set_bits = self._level_bits[t]
+                if t == depth - 1:
+                    states = self._deepest
             else:
                 states = self._children(states)
                 set_bits = self._bit(states)
@@ -112,6 +128,8 @@ class Predictor:
             key += symbol[t]
             out[t] = set_bits[key]
             t += 1
+        if t == steps:  # the shared levels covered every step
+            return out
         # Then every pair on its own, in blocks of pairs and steps whose states fit in cache.
         for start in range(0, n, self._chunk):
             rows = slice(start, min(start + self._chunk, n))
@@ -135,7 +153,7 @@ class Predictor:
 
     def _add_one(self, a: int, b: int, bits: int) -> int:
         """One pair: the shared table for its low bits, then the recurrence for the rest."""
-        shared = min(bits, len(self._levels))
+        shared = min(bits, len(self._level_bits))
         key, total = 0, 0
         for t in range(shared):
             key = 4 * key + ((a >> t) & 1) + 2 * ((b >> t) & 1)
@@ -143,7 +161,7 @@ class Predictor:
         if shared == bits:
             return total
         start = np.full((1, self.hidden_size), -1.0)
-        u = self._levels[shared - 1][key : key + 1] if shared else start
+        u = self._deepest[key : key + 1] if shared else start
         rest = [((a >> t) & 1) + 2 * ((b >> t) & 1) for t in range(shared, bits)]
         out = self._bit(self._run(u, np.array(rest, dtype=np.intp)[:, None]))[:, 0]
         rest_sum = int.from_bytes(np.packbits(out, bitorder="little").tobytes(), "little")

@@ -489,10 +489,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="make the result the active version, if it passes the promotion gate")
     p.add_argument("--max-bits", type=int, default=DEFAULT_MAX_BITS,
                    help="widest sum the gate checks (the service's RNNADD_MAX_BITS)")
+    p.add_argument("--keep-models", type=positive, default=None, metavar="N",
+                   help="after saving, keep only the newest N versions (and CURRENT, LAST_GOOD "
+                   "and pinned ones), as the service's RNNADD_MODEL_HISTORY; default: keep all")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--curve", action="store_true",
                    help="also draw the training curve (training_curve.png; needs matplotlib)")
     return p.parse_args(argv)
+
+
+def positive(text: str) -> int:
+    """A whole number of at least 1, for argparse."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -506,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     show = None if args.quiet else progress_line()
-    store = ModelStore(args.model_dir)
+    store = ModelStore(args.model_dir, history=args.keep_models)
     if args.activate and Path(args.model_dir).resolve() == BUNDLED_DIR.resolve():
         print(f"note: this trains into {BUNDLED_DIR.name}/ of the checkout and, if the model is "
               "certified, changes its CURRENT: the model `make serve` and the image ship. Use "
