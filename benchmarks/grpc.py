@@ -65,8 +65,8 @@ THEIR_OK = ("grpc_server_handled_total", {"grpc_method": "ModelInfer"}, "grpc_co
 
 # --- requests -----------------------------------------------------------------------------------
 
-def grpc_request(a: list[int], b: list[int], outputs: tuple[str, ...] = ()) -> bytes:
-    """A serialized ModelInferRequest with raw INT64 inputs (as tritonclient.grpc sends)."""
+def grpc_message(a: list[int], b: list[int], outputs: tuple[str, ...] = ()) -> Any:
+    """A ModelInferRequest with raw INT64 inputs, as tritonclient.grpc sends it."""
     from tritonclient.grpc import service_pb2 as pb
 
     request = pb.ModelInferRequest(model_name="rnnadd")
@@ -75,7 +75,12 @@ def grpc_request(a: list[int], b: list[int], outputs: tuple[str, ...] = ()) -> b
         request.raw_input_contents.append(struct.pack(f"<{len(values)}q", *values))
     for name in outputs:
         request.outputs.add(name=name)
-    return request.SerializeToString()
+    return request
+
+
+def grpc_request(a: list[int], b: list[int], outputs: tuple[str, ...] = ()) -> bytes:
+    """The same, serialized."""
+    return grpc_message(a, b, outputs).SerializeToString()
 
 
 def grpc_sums(answer: bytes) -> list[int]:

@@ -7,13 +7,12 @@ name, so it takes them as they are.
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 
+from benchmarks.grpc import grpc_message
 from service import oip
 from service.errors import V2Error
 from service.grpc_codec import common_request, infer_header
@@ -30,17 +29,6 @@ def general(request: pb.ModelInferRequest) -> oip.InferRequest | V2Error:
                                       binary_output=bool(request.raw_input_contents))
     except V2Error as exc:
         return exc
-
-
-def raw_request(a: list[int], b: list[int], outputs: tuple[str, ...] = ()) -> pb.ModelInferRequest:
-    """Raw INT64 inputs, as tritonclient.grpc sends them."""
-    request = pb.ModelInferRequest(model_name="rnnadd")
-    for name, values in (("a", a), ("b", b)):
-        request.inputs.add(name=name, datatype="INT64", shape=[len(values)])
-        request.raw_input_contents.append(struct.pack(f"<{len(values)}q", *values))
-    for name in outputs:
-        request.outputs.add(name=name)
-    return request
 
 
 MUTATIONS = ("negative", "names", "count", "datatype", "shape", "binary_data_size", "contents",
@@ -63,7 +51,7 @@ def requests(draw: st.DrawFn) -> pb.ModelInferRequest:
         outputs.append("other")
     if "output twice" in changes and outputs:
         outputs.append(outputs[0])
-    request = raw_request(a, b, tuple(outputs))
+    request = grpc_message(a, b, tuple(outputs))
     if "names" in changes:
         request.inputs[1].name = draw(st.sampled_from(["a", "c", ""]))
     if "one input" in changes:
@@ -127,7 +115,7 @@ def is_usual(request: pb.ModelInferRequest) -> bool:
 ])
 def test_the_usual_call_is_decoded_directly(a: list[int], b: list[int],
                                             outputs: tuple[str, ...]) -> None:
-    request = raw_request(a, b, outputs)
+    request = grpc_message(a, b, outputs)
     direct = common_request(request, 100)
     assert direct is not None
     assert direct.a == a and direct.b == b and not direct.text and direct.id is None
@@ -141,7 +129,7 @@ def test_the_usual_call_is_decoded_directly(a: list[int], b: list[int],
 ])
 def test_anything_else_goes_the_general_way(change: str) -> None:
     a, b = ([2**63 - 1, 1] if change != "negative" else [-1, 1]), [1, 2]
-    request = raw_request(a, b, ("sum", "sum") if change == "an output twice" else ("sum",))
+    request = grpc_message(a, b, ("sum", "sum") if change == "an output twice" else ("sum",))
     tensor = request.inputs[0]
     if change == "a short raw input":
         request.raw_input_contents[0] = request.raw_input_contents[0][:-8]
