@@ -200,6 +200,7 @@ def test_concurrent_readers_always_get_a_valid_model(store: ModelStore) -> None:
                 model = holder.current()
                 model.predictor.add([3], [5], 8)
                 seen.add(model.version)
+                stop.wait(0.0005)  # a read is microseconds: spinning would starve the swaps' gate
         except BaseException as exc:  # surfaced below
             failures.append(exc)
 
