@@ -491,6 +491,21 @@ def test_the_proxy_refuses_bodies_over_the_limit_in_the_services_shapes(stack: S
             assert set(body) == {"error"}, body
 
 
+def test_a_refused_client_is_let_go_within_the_request_timeout(stack: Stack) -> None:
+    """After the 413 for an announced body over the limit, the proxy stops waiting for that
+    body within 5 s (its `timeout client` there), not 30 s: refused clients cannot pile up."""
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=15) as sock:
+        began = time.monotonic()
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: rnnadd\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: 2000000\r\n\r\n{")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        closed = time.monotonic() - began
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert closed < 8.0, closed
+
+
 def test_retrain_needs_the_token(stack: Stack) -> None:
     status, headers, body = stack.request("POST", "/v1/retrain", {"max_steps": 10})
     assert status == 401, body
