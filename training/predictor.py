@@ -72,7 +72,8 @@ class Predictor:
         self._out_w = w_o[0] / 2.0
         self._out_b = float(w_o.sum() / 2.0 + params.get("b_o", np.zeros(1))[0])
         # Level t: the output bit after t + 1 steps for every run of low bits (index = prefix
-        # key); only the deepest level's states are kept, the only ones a longer pass goes on from.
+        # key); only the deepest level's states are kept (the start state when there is no
+        # level), the only ones a longer pass goes on from.
         levels = table_levels_for(size) if table_levels is None else table_levels
         states = np.full((1, size), -1.0)  # h_0 = 0
         self._level_bits: list[np.ndarray] = []
@@ -113,14 +114,13 @@ class Predictor:
             return out
         symbol = a_bits.astype(np.intp)
         symbol += 2 * b_bits
-        # Walk the prefix tree while a level has fewer states than there are pairs.
-        states, key, t = np.full((1, self.hidden_size), -1.0), np.zeros(n, dtype=np.intp), 0
+        # Walk the prefix tree while a level has fewer states than there are pairs; past the
+        # shared levels it goes on from the deepest one's states.
+        states, key, t = self._deepest, np.zeros(n, dtype=np.intp), 0
         depth = len(self._level_bits)
         while t < steps and (t < depth or 4 * len(states) <= n):
             if t < depth:
                 set_bits = self._level_bits[t]
-                if t == depth - 1:
-                    states = self._deepest
             else:
                 states = self._children(states)
                 set_bits = self._bit(states)
@@ -160,8 +160,7 @@ class Predictor:
             total |= self._level_lists[t][key] << t
         if shared == bits:
             return total
-        start = np.full((1, self.hidden_size), -1.0)
-        u = self._deepest[key : key + 1] if shared else start
+        u = self._deepest[key : key + 1]  # with no shared level: the start state (key 0)
         rest = [((a >> t) & 1) + 2 * ((b >> t) & 1) for t in range(shared, bits)]
         out = self._bit(self._run(u, np.array(rest, dtype=np.intp)[:, None]))[:, 0]
         rest_sum = int.from_bytes(np.packbits(out, bitorder="little").tobytes(), "little")
