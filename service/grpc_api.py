@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from service import errors, oip
+from service import errors, grpc_codec, oip
 from service.auth import check_admin
 from service.context import Services
 from service.errors import APIError, V2Error
@@ -53,29 +53,17 @@ def decoder(message_class: Any) -> Callable[[bytes], Any]:
 
 
 def infer_response(request: pb.ModelInferRequest, req: oip.InferRequest,
-                   prediction: Prediction) -> pb.ModelInferResponse:
+                   prediction: Prediction) -> bytes:
     """Outputs as raw_output_contents (when inputs came raw, as Triton answers) or contents.
 
     An untrusted version's answer carries the same markers as REST's: trusted and forced.
     """
-    response = pb.ModelInferResponse(model_name=oip.MODEL_NAME, model_version=prediction.version,
-                                     id=request.id)
-    response.parameters["bits"].int64_param = prediction.bits
+    parameters: dict[str, int | bool] = {"bits": prediction.bits}
     if not prediction.trusted:
-        response.parameters["trusted"].bool_param = False
-        response.parameters["forced"].bool_param = prediction.forced
+        parameters.update(trusted=False, forced=prediction.forced)
     raw = any(requested.binary for requested in req.outputs)
-    for requested, datatype, values in oip.outputs(req, prediction.sums, prediction.bits):
-        tensor = response.outputs.add(name=requested.name, datatype=datatype, shape=[len(values)])
-        if raw:
-            response.raw_output_contents.append(oip.tensor_bytes(datatype, values))
-        elif datatype == "INT64":
-            tensor.contents.int64_contents.extend(values)
-        elif datatype == "BYTES":
-            tensor.contents.bytes_contents.extend(value.encode() for value in values)
-        else:
-            tensor.contents.bool_contents.extend(values)
-    return response
+    return grpc_codec.infer_response(oip.MODEL_NAME, prediction.version, request.id, parameters,
+                                     oip.outputs(req, prediction.sums, prediction.bits), raw)
 
 
 def _check_name(name: str) -> None:
@@ -139,7 +127,7 @@ class InferenceServicer:
         versions = [r["version"] for r in listed if "error" not in r]
         return pb.ModelMetadataResponse(**oip.model_metadata(versions))
 
-    def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+    def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> bytes:
         """Decode as REST does, predict through the inference core, encode."""
         _check_name(request.model_name)
         runtime, version, admin = self.runtime, request.model_version or None, False
@@ -194,8 +182,12 @@ class InferenceServicer:
             sys.stderr.write(LINE % (self.clock.stamp(time.time()), path, code,
                                      seconds * 1000.0, rid))
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """Every method, with decoders that turn undecodable bytes into a clear error."""
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """Every method by name, with decoders that turn undecodable bytes into a clear error.
+
+        For Server.add_registered_method_handlers: methods known when the server starts are
+        matched by the gRPC core itself, not by a Python lookup per call.
+        """
         methods = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods
         handlers = {}
         for method in methods:
@@ -203,6 +195,8 @@ class InferenceServicer:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 self.observed(method.name, getattr(self, method.name)),
                 request_deserializer=decoder(request_class),
-                response_serializer=lambda message: message.SerializeToString(),
+                # ModelInfer answers bytes it wrote itself (grpc_codec); the rest, messages.
+                response_serializer=None if method.name == "ModelInfer"
+                else lambda message: message.SerializeToString(),
             )
-        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+        return handlers

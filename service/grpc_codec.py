@@ -1,11 +1,13 @@
-"""gRPC inference requests as the one codec's input: ModelInferRequest to REST's header, or direct.
+"""The gRPC codec of ModelInfer: requests to the one core's input, its answers to wire bytes.
 
-No generated module is imported here: messages are read by field name only, so tests can build
-them with any stubs of the protocol's .proto (tritonclient's among them).
+No generated module is imported here: requests are read by field name only, so tests can build
+them with any stubs of the protocol's .proto (tritonclient's among them), and answers are
+written in protobuf's wire format directly, which tests parse back with those stubs.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -73,38 +75,164 @@ def infer_header(request: Any) -> tuple[dict[str, Any], bytes]:
     return header, b"".join(raw)
 
 
+SMALL_FORMATS = tuple(f"<{n}q" for n in range(SMALL + 1))  # struct formats, built once
+ALL_OUTPUTS = tuple(oip.RequestedOutput(name, True) for name in oip.OUTPUT_TYPES)
+
+
+def _raw_int64(tensor: Any, raw: bytes, max_batch: int) -> list[int] | None:
+    """One input of the usual call: INT64 of shape [N], raw, non-negative; else None."""
+    if tensor.datatype != "INT64" or tensor.parameters or tensor.HasField("contents"):
+        return None
+    shape = tensor.shape
+    if len(shape) != 1:
+        return None
+    count = shape[0]
+    if not 0 < count <= max_batch or len(raw) != 8 * count:
+        return None
+    if count <= SMALL:  # struct beats numpy's set-up for a few values
+        ints = list(struct.unpack(SMALL_FORMATS[count], raw))
+        return None if min(ints) < 0 else ints
+    array = np.frombuffer(raw, dtype="<i8")
+    return None if (array < 0).any() else array.tolist()
+
+
 def common_request(request: Any, max_batch: int) -> oip.InferRequest | None:
     """The usual call, raw INT64 'a' and 'b' of shape [N] without parameters, decoded directly.
 
     It gives exactly the InferRequest that the mapping to REST's header gives (tested on
     generated requests); any other request gives None and goes that way, with every rule.
+    Fields are read by index, not iterated: each protobuf container walk costs microseconds.
     """
-    if request.parameters or len(request.inputs) != 2 or len(request.raw_input_contents) != 2:
+    inputs, raw = request.inputs, request.raw_input_contents
+    if request.parameters or len(inputs) != 2 or len(raw) != 2:
         return None
-    values: dict[str, list[int]] = {}
-    for tensor, raw in zip(request.inputs, request.raw_input_contents, strict=True):
-        if tensor.datatype != "INT64" or tensor.parameters or tensor.HasField("contents"):
-            return None
-        shape = tensor.shape
-        if len(shape) != 1 or not 0 < shape[0] <= max_batch or len(raw) != 8 * shape[0]:
-            return None
-        if shape[0] <= SMALL:  # struct beats numpy's set-up for a few values
-            ints = list(struct.unpack(f"<{shape[0]}q", raw))
-            if min(ints) < 0:
+    first, second = inputs[0], inputs[1]
+    names = first.name, second.name
+    if names == ("a", "b"):
+        a, b = _raw_int64(first, raw[0], max_batch), _raw_int64(second, raw[1], max_batch)
+    elif names == ("b", "a"):
+        b, a = _raw_int64(first, raw[0], max_batch), _raw_int64(second, raw[1], max_batch)
+    else:
+        return None
+    if a is None or b is None:
+        return None
+    outputs = ALL_OUTPUTS
+    if request.outputs:
+        chosen: list[oip.RequestedOutput] = []
+        for output in request.outputs:
+            if output.parameters or output.name not in oip.OUTPUT_TYPES \
+                    or any(c.name == output.name for c in chosen):
                 return None
+            chosen.append(oip.RequestedOutput(output.name, True))
+        outputs = tuple(chosen)
+    return oip.InferRequest(None, {}, a, b, False, outputs)
+
+
+# --- ModelInferResponse in protobuf's wire format ----------------------------------------------
+# A tag is (field number << 3 | wire type): 0 a varint, 1 eight bytes, 2 length-delimited.
+RESPONSE_FIELDS = {"model_name": b"\x0a", "model_version": b"\x12", "id": b"\x1a",
+                   "parameters": b"\x22", "outputs": b"\x2a", "raw_output_contents": b"\x32"}
+TENSOR_FIELDS = {"name": b"\x0a", "datatype": b"\x12", "shape": b"\x1a", "contents": b"\x2a"}
+ENTRY_KEY, ENTRY_VALUE = b"\x0a", b"\x12"  # a map entry is a message {key = 1; value = 2}
+# InferTensorContents: bool_contents = 1, int64_contents = 3 (both packed), bytes_contents = 8.
+CONTENTS_TAGS = {"BOOL": b"\x0a", "INT64": b"\x1a", "BYTES": b"\x42"}
+VARINT_SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)  # the ten 7-bit groups of a 64-bit value
+
+
+def varint(value: int) -> bytes:
+    """Protobuf's base-128 varint, low group first; a negative int64 as its 64-bit complement."""
+    if 0 <= value < 0x80:
+        return bytes((value,))
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, the payload's length as a varint, the payload."""
+    return tag + varint(len(payload)) + payload
+
+
+def packed_varints(values: list[int]) -> bytes:
+    """int64 values as a packed repeated field's payload; thousands at once through numpy.
+
+    Each value's ten 7-bit groups are cut out together; a value keeps the groups up to its
+    highest non-zero one (at least one), all but the last marked by the 0x80 continuation bit.
+    """
+    if len(values) <= SMALL:
+        return b"".join(map(varint, values))
+    groups = (np.asarray(values, dtype=np.int64).view(np.uint64)[:, None] >> VARINT_SHIFTS) \
+        & np.uint64(0x7F)
+    used = groups != 0
+    lengths = np.where(used.any(axis=1), len(VARINT_SHIFTS) - np.argmax(used[:, ::-1], axis=1), 1)
+    index = np.arange(len(VARINT_SHIFTS))
+    groups |= np.where(index < (lengths - 1)[:, None], np.uint64(0x80), np.uint64(0))
+    return groups.astype(np.uint8)[index < lengths[:, None]].tobytes()
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def parameter_entry(key: str, value: Any) -> bytes:
+    """One entry of a parameters map: InferParameter's bool (1), int64 (2) or string (3).
+
+    Cached: an answer's parameters (bits, trusted, forced) take few values.
+    """
+    if isinstance(value, bool):
+        choice = b"\x08" + (b"\x01" if value else b"\x00")
+    elif isinstance(value, int):
+        choice = b"\x10" + varint(value)
+    elif isinstance(value, str):
+        choice = field(b"\x1a", value.encode())
+    else:
+        raise TypeError(f"no InferParameter kind is written for {type(value).__name__}")
+    return field(RESPONSE_FIELDS["parameters"],
+                 field(ENTRY_KEY, key.encode()) + field(ENTRY_VALUE, choice))
+
+
+@functools.lru_cache(maxsize=256)
+def answer_head(model_name: str, version: str) -> bytes:
+    """model_name and model_version, the same for every answer of one version (cached)."""
+    return (field(RESPONSE_FIELDS["model_name"], model_name.encode())
+            + field(RESPONSE_FIELDS["model_version"], version.encode()))
+
+
+@functools.lru_cache(maxsize=256)
+def tensor_head(name: str, datatype: str, count: int) -> bytes:
+    """An output tensor's name, datatype and shape [count] (cached: few outputs, few sizes)."""
+    return (field(TENSOR_FIELDS["name"], name.encode())
+            + field(TENSOR_FIELDS["datatype"], datatype.encode())
+            + field(TENSOR_FIELDS["shape"], varint(count)))
+
+
+def contents_message(datatype: str, values: list) -> bytes:
+    """An InferTensorContents holding `values` in the field their datatype names."""
+    tag = CONTENTS_TAGS[datatype]
+    if datatype == "BYTES":
+        return b"".join(field(tag, value.encode()) for value in values)
+    return field(tag, bytes(bytearray(values)) if datatype == "BOOL" else packed_varints(values))
+
+
+def infer_response(model_name: str, version: str, request_id: str, parameters: dict[str, Any],
+                   tensors: list[tuple[oip.RequestedOutput, str, list]], raw: bool) -> bytes:
+    """A serialized ModelInferResponse: outputs in raw_output_contents when `raw`, else contents.
+
+    Written directly, not through generated classes, from cached pieces: building the message
+    field by field costs more than the whole inference of a single pair (docs/benchmarks.md).
+    """
+    parts = [answer_head(model_name, version)]
+    if request_id:
+        parts.append(field(RESPONSE_FIELDS["id"], request_id.encode()))
+    parts.extend(parameter_entry(key, value) for key, value in parameters.items())
+    chunks = []
+    for requested, datatype, values in tensors:
+        head = tensor_head(requested.name, datatype, len(values))
+        if raw:
+            chunks.append(field(RESPONSE_FIELDS["raw_output_contents"],
+                                oip.tensor_bytes(datatype, values)))
         else:
-            array = np.frombuffer(raw, dtype="<i8")
-            if (array < 0).any():
-                return None
-            ints = array.tolist()
-        values[tensor.name] = ints
-    if len(values) != 2 or "a" not in values or "b" not in values:
-        return None
-    chosen: list[oip.RequestedOutput] = []
-    for output in request.outputs:
-        if output.parameters or output.name not in oip.OUTPUT_TYPES \
-                or any(c.name == output.name for c in chosen):
-            return None
-        chosen.append(oip.RequestedOutput(output.name, True))
-    outputs = tuple(chosen) or tuple(oip.RequestedOutput(n, True) for n in oip.OUTPUT_TYPES)
-    return oip.InferRequest(None, {}, values["a"], values["b"], False, outputs)
+            head += field(TENSOR_FIELDS["contents"], contents_message(datatype, values))
+        parts.append(field(RESPONSE_FIELDS["outputs"], head))
+    return b"".join(parts + chunks)

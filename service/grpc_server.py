@@ -76,11 +76,13 @@ def start(services: Services, bind: str) -> GrpcServer:
         ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", 1),
     ]
-    pool = futures.ThreadPoolExecutor(max_workers=settings.threads,
+    # Few threads: each call hands off between grpc's poller and a pool thread twice, and more
+    # threads than the GIL can run only contend for it (docs/benchmarks.md measures 2, 3 and 4).
+    pool = futures.ThreadPoolExecutor(max_workers=settings.grpc_threads,
                                       thread_name_prefix="rnnadd-grpc")
     server = grpc.server(pool, options=options)
     version = json.loads(SPEC_PATH.read_bytes())["info"]["version"]
-    server.add_generic_rpc_handlers((InferenceServicer(services, version).handler(),))
+    server.add_registered_method_handlers(SERVICE, InferenceServicer(services, version).handlers())
     checker = health.HealthServicer(
         experimental_non_blocking=True,
         experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),

@@ -361,6 +361,8 @@ def tensor_bytes(datatype: str, values: list) -> bytes:
         return _bytes_tensor(values)
     if datatype == "BOOL":
         return bytes(bytearray(values))
+    if len(values) < 16:  # a few: struct, without numpy's set-up
+        return struct.pack(f"<{len(values)}q", *values)
     return np.asarray(values, dtype="<i8").tobytes()
 
 

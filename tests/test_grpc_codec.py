@@ -1,4 +1,5 @@
-"""The direct decoding of the usual gRPC call gives what the mapping to REST's header gives.
+"""The codec: its direct decoding of the usual call gives what the mapping to REST's header
+gives, and the answers it writes are the messages the generated classes would build.
 
 Messages are built with tritonclient's stubs of the same .proto (service.proto defines the same
 protobuf package, and one process holds only one of them); service.grpc_codec reads fields by
@@ -6,6 +7,8 @@ name, so it takes them as they are.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,7 +18,14 @@ from tritonclient.grpc import service_pb2 as pb
 from benchmarks.grpc import grpc_message
 from service import oip
 from service.errors import V2Error
-from service.grpc_codec import common_request, infer_header
+from service.grpc_codec import (
+    common_request,
+    field,
+    infer_header,
+    infer_response,
+    packed_varints,
+    varint,
+)
 
 MAX_BATCH, MAX_DIGITS = 8, 40
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -144,3 +154,69 @@ def test_anything_else_goes_the_general_way(change: str) -> None:
     elif change == "shape [N, 1]":
         tensor.shape.append(1)
     assert common_request(request, 1 if change == "over the batch limit" else 100) is None
+
+
+# --- the answer, written in protobuf's wire format ----------------------------------------------
+
+def reference_response(version: str, request_id: str, parameters: dict[str, Any],
+                       tensors: list[tuple[oip.RequestedOutput, str, list]],
+                       raw: bool) -> pb.ModelInferResponse:
+    """The same answer built field by field with the generated classes."""
+    response = pb.ModelInferResponse(model_name=oip.MODEL_NAME, model_version=version,
+                                     id=request_id)
+    for key, value in parameters.items():
+        kind = {bool: "bool_param", int: "int64_param", str: "string_param"}[type(value)]
+        setattr(response.parameters[key], kind, value)
+    for requested, datatype, values in tensors:
+        tensor = response.outputs.add(name=requested.name, datatype=datatype, shape=[len(values)])
+        if raw:
+            response.raw_output_contents.append(oip.tensor_bytes(datatype, values))
+        elif datatype == "INT64":
+            tensor.contents.int64_contents.extend(values)
+        elif datatype == "BYTES":
+            tensor.contents.bytes_contents.extend(value.encode() for value in values)
+        else:
+            tensor.contents.bool_contents.extend(values)
+    return response
+
+
+VALUES = {"INT64": st.lists(INT64, min_size=1, max_size=40),
+          "BOOL": st.lists(st.booleans(), min_size=1, max_size=40),
+          "BYTES": st.lists(st.text(max_size=70), min_size=1, max_size=40)}
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> tuple[str, str, dict[str, Any], list, bool]:
+    """Versions, ids, parameters and output tensors of every kind the service writes."""
+    parameters = draw(st.dictionaries(st.text(max_size=12), st.one_of(
+        st.booleans(), INT64, st.text(max_size=20)), max_size=3))
+    tensors = []
+    for name in draw(st.lists(st.sampled_from(list(oip.OUTPUT_TYPES)), unique=True,
+                              min_size=1, max_size=3)):
+        datatype = draw(st.sampled_from(list(VALUES)))
+        tensors.append((oip.RequestedOutput(name, True), datatype, draw(VALUES[datatype])))
+    return (draw(st.text(max_size=40)), draw(st.text(max_size=30)), parameters, tensors,
+            draw(st.booleans()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(answers())
+def test_the_written_answer_is_the_message_built_field_by_field(answer: tuple) -> None:
+    version, request_id, parameters, tensors, raw = answer
+    written = infer_response(oip.MODEL_NAME, version, request_id, parameters, tensors, raw)
+    assert pb.ModelInferResponse.FromString(written) == reference_response(*answer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(INT64, st.integers(0, 300), st.sampled_from([0, 127, 128, -1])),
+                min_size=1, max_size=60))
+def test_packed_varints_are_protobufs_own_bytes(values: list[int]) -> None:
+    # Both sides of SMALL: one value at a time, and numpy's ten groups at once.
+    expected = pb.InferTensorContents(int64_contents=values).SerializeToString()
+    assert field(b"\x1a", packed_varints(values)) == expected
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**63 - 1, -1, -(2**63)])
+def test_a_varint_reads_back_as_the_same_int64(value: int) -> None:
+    parsed = pb.InferParameter.FromString(b"\x10" + varint(value))
+    assert parsed.int64_param == value
