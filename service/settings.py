@@ -88,6 +88,9 @@ class Settings:
     bind: str = _setting("RNNADD_BIND", "127.0.0.1:8000", "gunicorn listen address")
     grpc_bind: str = _setting("RNNADD_GRPC_BIND", "127.0.0.1:8081",
                               "gRPC listen address (Open Inference Protocol); empty turns it off")
+    grpc_threads: int = _setting("RNNADD_GRPC_THREADS", 3,
+                                 "threads per worker answering gRPC calls (more wait their turn)",
+                                 low=1, high=256)
     workers: int = _setting("WEB_CONCURRENCY", 2, "gunicorn worker processes", low=1, high=256)
     worker_class: str = _setting("RNNADD_WORKER_CLASS", "gthread", "gunicorn worker class")
     threads: int = _setting("RNNADD_THREADS", 4, "threads per gthread worker", low=1, high=256)

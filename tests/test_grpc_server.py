@@ -4,6 +4,7 @@ message limits, the port, and draining on SIGTERM, against real gunicorn servers
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import socket
@@ -11,6 +12,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -235,3 +238,43 @@ def test_a_port_taken_by_another_listener_stops_the_start(tmp_path: Path) -> Non
                                                   "RNNADD_MODEL_DIR": str(tmp_path / "models")},
                                    timeout=20)
     assert f"RNNADD_GRPC_BIND=127.0.0.1:{port}: cannot bind" in str(info.value)
+
+
+def handled(server: servers.Server, rid: str) -> list[tuple[float, float]]:
+    """(start, end) in seconds of each logged call whose request id starts with `rid`."""
+    spans = []
+    for line in server.log_text().splitlines():
+        if f'"request_id": "{rid}' in line:
+            entry = json.loads(line)
+            end = datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
+            spans.append((end - entry["duration_ms"] / 1000.0, end))
+    return spans
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_worker_answers_as_many_calls_at_once_as_grpc_threads(tmp_path: Path,
+                                                                threads: int) -> None:
+    # Calls sent together to one worker: with one thread, each starts after the last ended;
+    # with three, they are handled at the same time. All are answered either way.
+    running = servers.start_server(tmp_path, workers=1, grpc=True,
+                                   env={"RNNADD_GRPC_THREADS": str(threads)})
+    try:
+        a = np.arange(2000, dtype=np.int64)
+        inputs = []
+        for name in ("a", "b"):
+            tensor = grpcclient.InferInput(name, [len(a)], "INT64")
+            tensor.set_data_from_numpy(a)
+            inputs.append(tensor)
+        client = grpcclient.InferenceServerClient(running.grpc)
+        with futures.ThreadPoolExecutor(3) as pool:
+            calls = [pool.submit(client.infer, "rnnadd", inputs, client_timeout=30,
+                                 parameters={"bits": 200}, headers={"x-request-id": f"t{i}"})
+                     for i in range(3)]
+            answers = [call.result() for call in calls]
+        assert all((answer.as_numpy("sum") == 2 * a).all() for answer in answers)
+        spans = sorted(handled(running, "t"))
+        assert len(spans) == 3
+        overlaps = [later[0] < earlier[1] - 0.002 for earlier, later in zip(spans, spans[1:])]
+        assert any(overlaps) == (threads > 1), spans
+    finally:
+        servers.stop_server(running)
