@@ -200,12 +200,12 @@ def _grpc_thread(target: str, body: bytes, stop: float, latencies: list[float],
 
 
 def _grpc_process(target: str, body: bytes, threads: int, start: float,
-                  seconds: float) -> tuple[list[float], int, float]:
-    """A client process: `threads` channels from `start` for `seconds`."""
+                  seconds: float) -> tuple[list[float], int, float, float]:
+    """A client process: `threads` channels from `start` for `seconds`; as load._process."""
     latencies: list[float] = []
     errors: list[int] = []
     time.sleep(max(0.0, start - time.time()))
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     workers = [threading.Thread(target=_grpc_thread,
                                 args=(target, body, start + seconds, latencies, errors))
                for _ in range(threads)]
@@ -213,7 +213,7 @@ def _grpc_process(target: str, body: bytes, threads: int, start: float,
         worker.start()
     for worker in workers:
         worker.join()
-    return latencies, sum(errors), time.perf_counter() - began
+    return latencies, sum(errors), time.perf_counter() - began, time.process_time() - cpu
 
 
 def grpc_load(target: str, body: bytes, seconds: float, processes: int,
@@ -227,7 +227,8 @@ def grpc_load(target: str, body: bytes, seconds: float, processes: int,
         parts = [future.result(timeout=seconds + 60) for future in futures]
     latencies = sorted(v for part in parts for v in part[0])
     return load.Result(len(latencies), max(p[2] for p in parts), load.percentile(latencies, 50),
-                       load.percentile(latencies, 99), sum(p[1] for p in parts))
+                       load.percentile(latencies, 99), sum(p[1] for p in parts),
+                       client_cpu=sum(p[3] for p in parts))
 
 
 def sequential(seconds: float, call: Callable[[], None]) -> float:
@@ -453,16 +454,22 @@ def main() -> None:
 
 
 def single_table(title: str, results: dict[str, list[load.Result]]) -> dict[str, float]:
-    """Print one table of single-pair phases; return medians of calls/s and per server CPU."""
-    print(f"\n| {title} | calls/s (median) | min-max | calls per server CPU-second |\n"
-          "| --- | --- | --- | --- |")
+    """Print one table of single-pair phases; return medians of calls/s and per server CPU.
+
+    CPU per call is the server's and, for Python clients, the clients' own: on shared cores
+    a client that costs more per call leaves less for the server it measures.
+    """
+    print(f"\n| {title} | calls/s (median) | min-max | calls per server CPU-second | "
+          "CPU per call, server / client (ms) |\n| --- | --- | --- | --- | --- |")
     medians = {}
     for name, phases in results.items():
         rates = [r.rate for r in phases]
         per_cpu = statistics.median(r.requests / r.server_cpu for r in phases if r.server_cpu)
         medians[name], medians[f"{name} per CPU"] = statistics.median(rates), per_cpu
+        client = statistics.median(1e3 * r.client_cpu / r.requests for r in phases)
+        cost = f"{1e3 / per_cpu:.3f} / " + (f"{client:.3f}" if client else "(C tool)")
         print(f"| {name} | {medians[name]:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | "
-              f"{per_cpu:,.0f} |")
+              f"{per_cpu:,.0f} | {cost} |")
     return medians
 
 

@@ -47,6 +47,7 @@ class Result:
     p99: float
     errors: int
     server_cpu: float = 0.0  # CPU seconds the server (master and workers) used meanwhile
+    client_cpu: float = 0.0  # CPU seconds the client processes used (Python clients only)
 
     @property
     def rate(self) -> float:
@@ -219,15 +220,16 @@ def _client(host: str, port: int, path: str, body: bytes, headers: dict[str, str
 
 
 def _process(host: str, port: int, path: str, body: bytes, close: bool, threads: int,
-             start: float, seconds: float) -> tuple[list[float], int, float]:
-    """A client process: `threads` connections from `start` for `seconds` (wall clock)."""
+             start: float, seconds: float) -> tuple[list[float], int, float, float]:
+    """A client process: `threads` connections from `start` for `seconds` (wall clock); its
+    latencies, failures, wall time and own CPU seconds."""
     headers = {"Content-Type": "application/json"}
     if close:
         headers["Connection"] = "close"
     latencies: list[float] = []
     errors: list[int] = []
     time.sleep(max(0.0, start - time.time()))
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     workers = [
         threading.Thread(target=_client, args=(host, port, path, body, headers,
                                                start + seconds, latencies, errors))
@@ -237,7 +239,7 @@ def _process(host: str, port: int, path: str, body: bytes, close: bool, threads:
         worker.start()
     for worker in workers:
         worker.join()
-    return latencies, sum(errors), time.perf_counter() - began
+    return latencies, sum(errors), time.perf_counter() - began, time.process_time() - cpu
 
 
 def python_load(host: str, port: int, path: str, body: bytes, *, close: bool, seconds: float,
@@ -256,5 +258,6 @@ def python_load(host: str, port: int, path: str, body: bytes, *, close: bool, se
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
         errors=sum(part[1] for part in parts),
+        client_cpu=sum(part[3] for part in parts),
     )
 
