@@ -908,6 +908,8 @@ def test_killing_a_replica_under_load_loses_no_request(stack: Stack) -> None:
 
 
 def test_killing_a_replica_under_grpc_load_fails_no_call(stack: Stack) -> None:
+    # Single pairs from two threads and 1,500-pair calls (24 KB, too large for the proxy's
+    # 16 KiB buffers: the body holder holds and replays them) from two others.
     import tritonclient.grpc as grpcclient
 
     victim, target = stack.containers("api")[0], stack.grpc
@@ -917,12 +919,14 @@ def test_killing_a_replica_under_grpc_load_fails_no_call(stack: Stack) -> None:
     def work(seed: int) -> None:
         rng = random.Random(seed)
         client = grpcclient.InferenceServerClient(target)
+        size = 1500 if seed < 2 else 1
         for _ in range(calls):
-            a, b = rng.randrange(2**20), rng.randrange(2**20)
+            a = [rng.randrange(2**20) for _ in range(size)]
+            b = [rng.randrange(2**20) for _ in range(size)]
             try:
-                got = client.infer("rnnadd", _pair_inputs([a], [b]), client_timeout=20)
-                if got.as_numpy("sum").tolist() != [a + b]:
-                    failures.append(f"wrong sum for {a} + {b}")
+                got = client.infer("rnnadd", _pair_inputs(a, b), client_timeout=20)
+                if got.as_numpy("sum").tolist() != [x + y for x, y in zip(a, b, strict=True)]:
+                    failures.append(f"wrong sums for {size} pairs")
             except Exception as exc:  # any failed call fails the test
                 failures.append(repr(exc)[:300])
             done[0] += 1
@@ -943,6 +947,34 @@ def test_killing_a_replica_under_grpc_load_fails_no_call(stack: Stack) -> None:
     assert done[0] == total, f"{done[0]} of {total} calls finished"
     assert killed_at < total - 800, f"the kill came too late ({killed_at} of {total} done)"
     assert not failures, f"{len(failures)} failed: {failures[:5]}"
+    stack.wait_replicas_up(REPLICAS - 1, timeout=15, backend="grpc")
+    stack.up()
+    stack.wait_replicas_up(REPLICAS, timeout=60)
+    stack.wait_replicas_up(REPLICAS, timeout=60, backend="grpc")
+
+
+def test_a_large_grpc_call_on_a_killed_replica_is_replayed(stack: Stack) -> None:
+    # 1,500-pair calls (24 KB) one after another, every replica's connection warm, then a
+    # replica killed: the first call sent to it goes unanswered, and after the relay's 8 s the
+    # body holder, which holds the whole call, sends it again to a live replica.
+    import tritonclient.grpc as grpcclient
+
+    a = list(range(1500))
+    expected = [2 * x for x in a]
+    client = grpcclient.InferenceServerClient(stack.grpc)
+    try:
+        for _ in range(3 * REPLICAS):
+            assert client.infer("rnnadd", _pair_inputs(a, a)).as_numpy("sum").tolist() == expected
+        kill = stack.docker("kill", stack.containers("api")[0])
+        assert kill.returncode == 0, kill.stderr
+        began, answered = time.monotonic(), 0
+        while time.monotonic() - began < 12:
+            got = client.infer("rnnadd", _pair_inputs(a, a), client_timeout=20)
+            assert got.as_numpy("sum").tolist() == expected
+            answered += 1
+    finally:
+        client.close()
+    assert answered > 10
     stack.wait_replicas_up(REPLICAS - 1, timeout=15, backend="grpc")
     stack.up()
     stack.wait_replicas_up(REPLICAS, timeout=60)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import grpc
@@ -274,7 +275,7 @@ def test_a_worker_answers_as_many_calls_at_once_as_grpc_threads(tmp_path: Path,
         assert all((answer.as_numpy("sum") == 2 * a).all() for answer in answers)
         spans = sorted(handled(running, "t"))
         assert len(spans) == 3
-        overlaps = [later[0] < earlier[1] - 0.002 for earlier, later in zip(spans, spans[1:])]
+        overlaps = [later[0] < earlier[1] - 0.002 for earlier, later in pairwise(spans)]
         assert any(overlaps) == (threads > 1), spans
     finally:
         servers.stop_server(running)

@@ -164,6 +164,30 @@ def test_small_bodies_are_held_here_and_large_ones_in_the_holder() -> None:
     assert maxconn * (Settings().max_body + 32768) <= 1.2 * 2**30
 
 
+def test_large_grpc_calls_are_held_and_replayed_by_the_holder() -> None:
+    """An inference call over 12 KiB with its headers cannot be replayed from a 16 KiB buffer:
+    the holder holds it whole and replays it through the relay, as for HTTP bodies."""
+    sections = _sections((HAPROXY / "haproxy.cfg").read_text())
+    public = sections["frontend grpc_public"]
+    assert "http-request wait-for-body time 5s at-least 12k if infer" in public
+    assert "use_backend grpc_holder if infer { var(txn.request_bytes) -m int gt 12288 }" in public
+    assert "default_backend grpc" in public
+    assert "server holder 127.0.0.1:8003 proto h2" in sections["backend grpc_holder"]
+    relay = sections["frontend grpc_relay"]
+    assert "bind 127.0.0.1:8004 proto h2" in relay and "default_backend grpc" in relay
+    holder = _sections((HAPROXY / "holder.cfg").read_text())
+    assert "bind 127.0.0.1:8003 proto h2" in holder["frontend grpc_hold"]
+    replay = holder["backend grpc_relay"]
+    assert "option http-buffer-request" in replay
+    assert "server relay 127.0.0.1:8004 proto h2" in replay
+    # A dead replica shows as the relay's 502 (or 504 after its 8 s): those are replayed.
+    retry_on = re.search(r"^\s+retry-on (.+)$", replay, flags=re.M)[1].split()
+    assert {"502", "503", "504", "conn-failure", "empty-response"} <= set(retry_on)
+    holder_timeout = int(re.search(r"timeout server (\d+)s", replay)[1])
+    relay_timeout = int(re.search(r"timeout server (\d+)s", sections["backend grpc"])[1])
+    assert holder_timeout > relay_timeout
+
+
 @pytest.fixture(scope="module")
 def proxy_image() -> str:
     """The proxy image, built from this checkout (layers the stack's build made are reused)."""
