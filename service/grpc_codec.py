@@ -22,7 +22,7 @@ CONTENTS_FIELDS = {
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
     "UINT32": "uint_contents", "UINT64": "uint64_contents", "BYTES": "bytes_contents",
 }
-SMALL = 16  # inputs of up to this many values are unpacked by struct, larger ones by numpy
+SMALL = oip.SMALL  # inputs of up to this many values are unpacked by struct, larger by numpy
 
 
 def parameter(value: Any) -> Any:
@@ -212,7 +212,9 @@ def contents_message(datatype: str, values: list) -> bytes:
     tag = CONTENTS_TAGS[datatype]
     if datatype == "BYTES":
         return b"".join(field(tag, value.encode()) for value in values)
-    return field(tag, bytes(bytearray(values)) if datatype == "BOOL" else packed_varints(values))
+    # Packed bools are one byte each, as the raw tensor lays them out.
+    payload = oip.tensor_bytes(datatype, values) if datatype == "BOOL" else packed_varints(values)
+    return field(tag, payload)
 
 
 def infer_response(model_name: str, version: str, request_id: str, parameters: dict[str, Any],

@@ -29,6 +29,7 @@ INT_TYPES = {
 }
 INT64_MAX = 2**63 - 1
 UNSUPPORTED_PARAMS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+SMALL = 16  # tensors of up to this many values go through struct: numpy's set-up costs more
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,7 @@ def outputs(
 def _bytes_tensor(values: list[str]) -> bytes:
     """Length-prefixed ASCII strings; many of equal width (the `binary` output) through numpy."""
     widths, text = set(map(len, values)), "".join(values)
-    if len(values) < 16 or len(widths) != 1 or not text or not text.isascii():  # few: no numpy
+    if len(values) <= SMALL or len(widths) != 1 or not text or not text.isascii():
         return b"".join(struct.pack("<I", len(v)) + v for v in (s.encode() for s in values))
     (width,) = widths
     rows = np.empty((len(values), 4 + width), dtype=np.uint8)
@@ -361,7 +362,7 @@ def tensor_bytes(datatype: str, values: list) -> bytes:
         return _bytes_tensor(values)
     if datatype == "BOOL":
         return bytes(bytearray(values))
-    if len(values) < 16:  # a few: struct, without numpy's set-up
+    if len(values) <= SMALL:
         return struct.pack(f"<{len(values)}q", *values)
     return np.asarray(values, dtype="<i8").tobytes()
 
